@@ -50,6 +50,10 @@ class ModelConfig:
     compute_dtype: dtype of activations and matmuls; parameters stay float32.
     normalize_qk: L2-normalise queries and keys with a learned per-head temperature
       in the local-only layers too (the kNN layers always do).
+    temperature_init: initial value of the learned per-head temperature that
+      multiplies normalised query-key similarities; 0 means sqrt(head_dim).
+    gate_bias_init: initial bias of the kNN layers' per-head memory gate
+      (sigmoid(0) = 0.5 mixes memory and local attention equally).
     relative_position_buckets: T5 relative position buckets (causal).
     relative_position_max_distance: distance beyond which buckets saturate.
     tie_embeddings: compute logits with the input embedding matrix.
@@ -72,6 +76,8 @@ class ModelConfig:
   memory_dtype: str = "float32"
   compute_dtype: str = "float32"
   normalize_qk: bool = True
+  temperature_init: float = 0.0
+  gate_bias_init: float = 0.0
   relative_position_buckets: int = 32
   relative_position_max_distance: int = 128
   tie_embeddings: bool = True
@@ -110,6 +116,9 @@ class ModelConfig:
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"ModelConfig.{name} must be one of {sorted(DTYPES)}, "
                          f"got {getattr(self, name)!r}")
+    if self.temperature_init < 0:
+      raise ValueError(f"ModelConfig.temperature_init must be positive (or 0 for "
+                       f"sqrt(head_dim)), got {self.temperature_init}")
     if self.relative_position_buckets < 2:
       raise ValueError("ModelConfig.relative_position_buckets must be at least 2, got "
                        f"{self.relative_position_buckets}")
@@ -123,6 +132,11 @@ class ModelConfig:
   def knn_layer_indices(self) -> Tuple[int, ...]:
     """The kNN layers as sorted non-negative indices."""
     return tuple(sorted(i % self.num_layers for i in self.knn_layers))
+
+  @property
+  def initial_temperature(self) -> float:
+    """The temperature's initial value: `temperature_init`, or sqrt(head_dim) if 0."""
+    return self.temperature_init or float(self.head_dim) ** 0.5
 
   @property
   def memory_jnp_dtype(self):

@@ -3,7 +3,8 @@
 For each (row, head, query): the top-k entries of the row's memory by cosine
 similarity (queries and keys are L2-normalised), a softmax over the valid retrieved
 scores times the head's temperature, and V_mem = sum of weights x retrieved values.
-A learned per-head gate g = sigmoid(b_h) (b_h initialised to 0) mixes
+A learned per-head gate g = sigmoid(b_h) (b_h initialised to
+`gate_bias_init`, 0 by default) mixes
 out = g * V_mem + (1 - g) * V_local. No position bias on retrieved entries and no
 gradient into the memory: only the queries (and the temperature) get gradients
 through the retrieved scores; the selection itself is not differentiated.
@@ -76,7 +77,8 @@ class MemoryMix(nn.Module):
                             retrieved_values)
 
     gate_bias = self.param("gate_bias",
-                           nn.with_logical_partitioning(nn.initializers.zeros, ("heads",)),
+                           nn.with_logical_partitioning(
+                               nn.initializers.constant(cfg.gate_bias_init), ("heads",)),
                            (cfg.num_heads,), jnp.float32)
     gate = jax.nn.sigmoid(gate_bias)
     g = gate[None, :, None, None].astype(local_out.dtype)

@@ -169,7 +169,7 @@ class SelfAttention(nn.Module):
       q, k = l2_normalize(q), l2_normalize(k)
       scale = self.param("temperature",
                          nn.with_logical_partitioning(
-                             nn.initializers.constant(np.sqrt(cfg.head_dim)), ("heads",)),
+                             nn.initializers.constant(cfg.initial_temperature), ("heads",)),
                          (cfg.num_heads,), jnp.float32)
     else:
       scale = jnp.full((cfg.num_heads,), 1.0 / np.sqrt(cfg.head_dim), jnp.float32)

@@ -1,6 +1,8 @@
 """ModelConfig validation, the state's structure and the model's input checks."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
@@ -30,6 +32,7 @@ def test_defaults_are_the_papers_200m_model():
     ({"d_model": 0}, "d_model must be a positive integer"),
     ({"dropout_rate": 1.0}, "dropout_rate"),
     ({"recall_target": 0.0}, "recall_target"),
+    ({"temperature_init": -1.0}, "temperature_init must be positive"),
     ({"relative_position_buckets": 32, "relative_position_max_distance": 16},
      "must exceed relative_position_buckets // 2"),
 ])
@@ -43,6 +46,29 @@ def test_config_accepts_gin_style_values():
   assert cfg.knn_layers == (-1,) and cfg.knn_layer_indices == (1,)
   assert cfg.memory_dtype == "bfloat16" and cfg.memory_jnp_dtype == jnp.bfloat16
   assert M.ModelConfig(**{**SMALL, "knn_layers": (), "knn_k": 64}).knn_layers == ()
+
+
+@pytest.mark.parametrize("overrides, temperature, gate_bias", [
+    ({}, 8 ** 0.5, 0.0),                       # head_dim 8: sqrt(8), gate 0.5
+    ({"temperature_init": 16.0, "gate_bias_init": -2.0}, 16.0, -2.0)])
+def test_initial_temperature_and_gate_bias(overrides, temperature, gate_bias):
+  cfg = M.ModelConfig(**{**SMALL, **overrides})
+  assert cfg.initial_temperature == pytest.approx(temperature)
+  model = M.MemorizingTransformer(cfg)
+  tokens = jnp.zeros((2, 8), jnp.int32)
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), tokens, M.init_state(cfg, 2),
+                                    jnp.ones((2,), bool)))["params"]
+  found = {"temperature": [], "gate_bias": []}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    name = jax.tree_util.keystr(path)
+    for key in found:
+      if key in name:
+        found[key].append(np.asarray(leaf))
+  # Both layers normalise q and k; only the kNN layer has a gate.
+  assert len(found["temperature"]) == 2 and len(found["gate_bias"]) == 1
+  for value in found["temperature"]:
+    np.testing.assert_allclose(value, np.full(4, temperature), rtol=1e-6)
+  np.testing.assert_allclose(found["gate_bias"][0], np.full(4, gate_bias))
 
 
 @pytest.mark.parametrize("overrides, caches, memories", [
