@@ -76,6 +76,9 @@ class RunSpec:
   segment_length: int
   eval_batches: Optional[int]
   init_from_run: Optional[str] = None
+  # Fine-tunes: the constant learning rate to train at (no warm-up), so that training
+  # goes on at the rate the source run ended with instead of warming up again to the peak.
+  learning_rate: Optional[float] = None
 
   def workdir(self, runs_dir: str) -> str:
     return os.path.join(runs_dir, self.study, self.run)
@@ -85,6 +88,10 @@ class RunSpec:
     if self.init_from_run:
       source = os.path.join(runs_dir, self.study, self.init_from_run)
       params.append(f"loop.train.init_from='{source}'")
+    if self.learning_rate is not None:
+      params += [f"optimizer.ScheduleConfig.peak_learning_rate={self.learning_rate:.6g}",
+                 "optimizer.ScheduleConfig.warmup_steps=0",
+                 "optimizer.ScheduleConfig.decay='constant'"]
     return params
 
   def command(self, runs_dir: str) -> List[str]:
@@ -92,6 +99,30 @@ class RunSpec:
             + [f"--gin_file={f}" for f in self.gin_files]
             + [f"--gin_param={p}" for p in self.gin_params(runs_dir)]
             + [f"--workdir={self.workdir(runs_dir)}"])
+
+
+def final_learning_rate(spec: RunSpec) -> float:
+  """The learning rate of the run's last update, from its gin files' schedule."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from memorizing_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    main_lib.parse_gin(spec.gin_files, spec.gin_params(""), main_lib.gin_search_paths())
+    schedule = optimizer.learning_rate_schedule(gin.get_configurable(optimizer.ScheduleConfig)())
+    return float(schedule(spec.steps - 1))
+  finally:
+    gin.clear_config()
+
+
+def finetune(source: RunSpec, run: str, label: str, gin_files: Tuple[str, ...],
+             memory_slots: int) -> RunSpec:
+  """`source`'s model trained on with a memory for a tenth of its steps, at the learning
+  rate `source` ended with."""
+  return dataclasses.replace(source, run=run, label=label, gin_files=gin_files,
+                             memory_slots=memory_slots, steps=max(source.steps // 10, 1),
+                             init_from_run=source.run,
+                             learning_rate=final_learning_rate(source))
 
 
 def plan() -> List[RunSpec]:
@@ -102,21 +133,23 @@ def plan() -> List[RunSpec]:
            eval_batches=SYNTHETIC_EVAL_BATCHES)
   p = dict(steps=STDLIB_STEPS, batch_size=8, segment_length=128,
            eval_batches=STDLIB_EVAL_BATCHES)
+  synthetic_xl = RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0,
+                         True, **s)
+  stdlib_xl = RunSpec("python_stdlib", "xl", "XL only", std + ("memory/xl_only.gin",), 0,
+                      True, **p)
   return [
       RunSpec("synthetic", "xl_mem", "XL + 2K memory", syn + ("study/synthetic_mem.gin",),
               2048, True, **s),
-      RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0, True, **s),
+      synthetic_xl,
       RunSpec("synthetic", "none", "no memory, no XL", syn + ("memory/none.gin",), 0, False,
               **s),
-      RunSpec("synthetic", "xl_finetune_mem", "XL only, then + 2K memory fine-tuned",
-              syn + ("study/synthetic_mem.gin",), 2048, True,
-              **dict(s, steps=max(SYNTHETIC_STEPS // 10, 1)), init_from_run="xl"),
-      RunSpec("python_stdlib", "xl", "XL only", std + ("memory/xl_only.gin",), 0, True, **p),
+      finetune(synthetic_xl, "xl_finetune_mem", "XL only, then + 2K memory fine-tuned",
+               syn + ("study/synthetic_mem.gin",), 2048),
+      stdlib_xl,
       RunSpec("python_stdlib", "xl_mem8k", "XL + 8K memory", std + ("memory/mem_8k.gin",),
               8192, True, **p),
-      RunSpec("python_stdlib", "xl_finetune_mem8k", "XL only, then + 8K memory fine-tuned",
-              std + ("memory/mem_8k.gin",), 8192, True,
-              **dict(p, steps=max(STDLIB_STEPS // 10, 1)), init_from_run="xl"),
+      finetune(stdlib_xl, "xl_finetune_mem8k", "XL only, then + 8K memory fine-tuned",
+               std + ("memory/mem_8k.gin",), 8192),
       RunSpec("python_stdlib", "xl_mem1536", "XL + 1.5K memory",
               std + ("memory/mem_1536.gin",), 1536, True, **p),
       RunSpec("python_stdlib", "xl_mem32k", "XL + 32K memory",

@@ -1,0 +1,39 @@
+"""scripts/paper_study.py's plan: fine-tunes go on at the learning rate their source ended with."""
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "paper_study.py"
+
+
+@pytest.fixture(scope="module")
+def paper_study():
+  spec = importlib.util.spec_from_file_location("paper_study", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules["paper_study"] = module  # dataclasses look their module up there
+  try:
+    spec.loader.exec_module(module)
+    yield module
+  finally:
+    sys.modules.pop("paper_study", None)
+
+
+def test_finetunes_continue_at_the_source_runs_last_learning_rate(paper_study):
+  runs = {(s.study, s.run): s for s in paper_study.plan()}
+  # gin/study/stdlib.gin: peak 0.01, 100 warm-up steps, then lr = peak * sqrt(100 / (step+1)).
+  stdlib = runs[("python_stdlib", "xl_finetune_mem8k")]
+  steps = paper_study.STDLIB_STEPS
+  assert stdlib.learning_rate == pytest.approx(0.01 * (100 / steps) ** 0.5, rel=1e-6)
+  assert stdlib.steps == steps // 10 and stdlib.init_from_run == "xl"
+  # gin/study/synthetic.gin: a constant 0.01 after warm-up.
+  synthetic = runs[("synthetic", "xl_finetune_mem")]
+  assert synthetic.learning_rate == pytest.approx(0.01)
+  params = stdlib.gin_params("runs")
+  assert "optimizer.ScheduleConfig.warmup_steps=0" in params
+  assert "optimizer.ScheduleConfig.decay='constant'" in params
+  assert "loop.train.init_from='runs/python_stdlib/xl'" in params
+  # Runs trained from scratch keep their gin files' schedule.
+  assert runs[("python_stdlib", "xl")].learning_rate is None
+  assert not any("ScheduleConfig" in p for p in runs[("python_stdlib", "xl")].gin_params("r"))
