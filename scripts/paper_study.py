@@ -50,8 +50,12 @@ records in `records/`; rerun the script to reproduce or resume, `--report_only` 
 redraw; the training command of each run is listed at the end). Budgets:
 synthetic runs {syn} steps each (batch 16 x 64 byte tokens, 2 layers, d_model 128);
 python_stdlib runs {std} steps each (batch 8 x 128 SentencePiece-1024 tokens, 4 layers),
-the fine-tune {ft} steps; scored on the validation split from a fresh memory
+the fine-tunes a tenth of their source's steps, from the XL-only run's parameters at the
+learning rate it ended with; scored on the validation split from a fresh memory
 (all of it: 64 synthetic documents; 11 standard-library packages, 140K tokens).
+Every model starts its attention temperatures at 16 and its memory gates at sigmoid(-2)
+(`gin/study/*.gin`; `default_init/` holds the study at the defaults, 5.7 and 0.5), and
+the synthetic runs keep the learning rate constant after warm-up.
 
 Synthetic task (`memorizing_jax/data/synthetic.py`): statements `<name><value>;`, 24
 one-letter names defined with random values (one of 26 letters), then 316 uses: half
@@ -249,8 +253,7 @@ def evaluate(spec: RunSpec, runs_dir: str) -> dict:
 
 def write_report(out_dir: str, specs: Sequence[RunSpec]) -> str:
   from memorizing_jax.study import report  # pylint: disable=g-import-not-at-top
-  header = HEADER.format(syn=SYNTHETIC_STEPS, std=STDLIB_STEPS,
-                         ft=max(STDLIB_STEPS // 10, 1))
+  header = HEADER.format(syn=SYNTHETIC_STEPS, std=STDLIB_STEPS)
   return report.write_report(load_records(out_dir, specs), out_dir, header)
 
 
