@@ -121,8 +121,8 @@ def final_learning_rate(spec: RunSpec) -> float:
 
 def finetune(source: RunSpec, run: str, label: str, gin_files: Tuple[str, ...],
              memory_slots: int) -> RunSpec:
-  """`source`'s model trained on with a memory for a tenth of its steps, at the learning
-  rate `source` ended with."""
+  """`source`'s model trained on (with the memory of `gin_files`, if any) for a tenth
+  of its steps, at the learning rate `source` ended with."""
   return dataclasses.replace(source, run=run, label=label, gin_files=gin_files,
                              memory_slots=memory_slots, steps=max(source.steps // 10, 1),
                              init_from_run=source.run,
@@ -154,6 +154,9 @@ def plan() -> List[RunSpec]:
               8192, True, **p),
       finetune(stdlib_xl, "xl_finetune_mem8k", "XL only, then + 8K memory fine-tuned",
                std + ("memory/mem_8k.gin",), 8192),
+      # The control of the fine-tune: as many more steps, the same way, without memory.
+      finetune(stdlib_xl, "xl_continued", "XL only, trained on as long without memory",
+               std + ("memory/xl_only.gin",), 0),
       RunSpec("python_stdlib", "xl_mem1536", "XL + 1.5K memory",
               std + ("memory/mem_1536.gin",), 1536, True, **p),
       RunSpec("python_stdlib", "xl_mem32k", "XL + 32K memory",

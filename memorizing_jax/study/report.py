@@ -175,8 +175,10 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
     ax.annotate(r["label"], (x, r["perplexity"]), textcoords="offset points",
                 xytext=(4, 4), fontsize=8)
   for r in std:
-    if r.get("finetuned"):
-      ax.plot([r["memory_slots"]], [r["perplexity"]], "s", color="C2", label=r["label"])
+    if r.get("finetuned"):  # the control, trained on without memory, drawn at 512 too
+      color = "C2" if r["memory_slots"] else "C4"
+      ax.plot([r["memory_slots"] or 512], [r["perplexity"]], "s", color=color,
+              label=r["label"])
     elif not r["xl"]:
       ax.axhline(r["perplexity"], color="C3", ls="--", lw=1, label=r["label"])
   ax.set_xscale("log", base=2)

@@ -54,7 +54,9 @@ def test_tables():
 
 
 def test_write_report(tmp_path):
-  records = [_syn("xl_mem", 0.95, 0.99), _syn("xl", 0.05, 0.99)] + STD_OK
+  # With the fine-tune's control: trained on without memory (memory 0 on a log axis).
+  control = _std("xl_continued", 0, 7.9, finetuned=True)
+  records = [_syn("xl_mem", 0.95, 0.99), _syn("xl", 0.05, 0.99)] + STD_OK + [control]
   path = report.write_report(records, str(tmp_path), "# Header")
   text = open(path).read()
   assert text.startswith("# Header") and "**holds**" in text and "`cmd xl_mem8k`" in text
