@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 
 SYNTHETIC_STEPS = 2400
 SYNTHETIC_EVAL_BATCHES = None   # the whole validation split (64 documents)
-STDLIB_STEPS = 1500
+STDLIB_STEPS = 3000
 STDLIB_EVAL_BATCHES = None   # the whole validation split (11 packages, 140K tokens)
 DEVICE = "CPU (2 shared cores), jax " + "{jax}"
 
