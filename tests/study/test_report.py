@@ -41,6 +41,12 @@ def test_claims_fail_and_pending():
   std[3]["perplexity"] = 7.6  # 8K worse than 1.5K: not monotone
   std[5]["perplexity"] = 7.9  # recovers 0.1/0.4 of the gap
   assert _claims(std) == [None, None, False, False]
+  # With its control, the fine-tune's gain counts from the control: 7.4 against 7.45
+  # is 0.05 of the gap 8.0 - 7.0, though 7.4 is 0.6 of it below XL only.
+  control = _std("xl_continued", 0, 7.45, finetuned=True)
+  claims = report.check_claims(STD_OK + [control])
+  assert [c.holds for c in claims][2:] == [True, False]
+  assert "recovered 5% of the gap" in claims[3].detail
   assert "pending" in report.claims_table(report.check_claims([]))
 
 
