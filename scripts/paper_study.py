@@ -15,12 +15,15 @@ last checkpoint (the trainer resumes a workdir exactly); its training time is su
 over the invocations in `<workdir>/study_time.json`.
 
 Budgets (fixed step counts, so results do not depend on the machine's load; the
-times are what they took on the 2-core CPU of the session that made docs/results):
-  synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~10-15 min each)
-  python_stdlib  5 runs x STDLIB_STEPS steps of 8 x 128 tokens (~8-15 min each), plus the
-                 fine-tune: STDLIB_STEPS / 10 steps from the XL-only run; each scored on
-                 the whole validation split (11 packages, 140K tokens; a few minutes).
-About 1.5 to 2 hours in all on that CPU.
+times are what they took on the 2-core CPU of the session that made docs/results, often
+with two or three runs at once):
+  synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~5-10 min each), plus
+                 the fine-tune: SYNTHETIC_STEPS / 10 steps from the XL-only run
+  python_stdlib  5 runs x STDLIB_STEPS steps of 8 x 128 tokens (~20 min without memory,
+                 ~50 min with 32K), plus the fine-tune and its control: STDLIB_STEPS / 10
+                 steps each from the XL-only run; each scored on the whole validation
+                 split (11 packages, 140K tokens; a few minutes).
+About 3 hours of training in all on that CPU (the sum of `train min` in the report).
 """
 from __future__ import annotations
 
@@ -155,7 +158,7 @@ def plan() -> List[RunSpec]:
       finetune(stdlib_xl, "xl_finetune_mem8k", "XL only, then + 8K memory fine-tuned",
                std + ("memory/mem_8k.gin",), 8192),
       # The control of the fine-tune: as many more steps, the same way, without memory.
-      finetune(stdlib_xl, "xl_continued", "XL only, trained on as long without memory",
+      finetune(stdlib_xl, "xl_continued", "XL only, then trained on without memory",
                std + ("memory/xl_only.gin",), 0),
       RunSpec("python_stdlib", "xl_mem1536", "XL + 1.5K memory",
               std + ("memory/mem_1536.gin",), 1536, True, **p),
