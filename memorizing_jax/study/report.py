@@ -180,7 +180,7 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
     ax.annotate(r["label"], (x, r["perplexity"]), textcoords="offset points",
                 xytext=(4, 4), fontsize=8)
   for r in std:
-    if r.get("finetuned"):  # the control, trained on without memory, drawn at 512 too
+    if r.get("finetuned"):  # a fine-tune; its control, without memory, at 512 like XL only
       color = "C2" if r["memory_slots"] else "C4"
       ax.plot([r["memory_slots"] or 512], [r["perplexity"]], "s", color=color,
               label=r["label"])
