@@ -3,6 +3,7 @@ r"""Runs the paper-claims study at small scale and writes docs/results/.
     .venv/bin/python scripts/paper_study.py                 # everything, resumable
     .venv/bin/python scripts/paper_study.py --study synthetic
     .venv/bin/python scripts/paper_study.py --report_only   # rewrite table and plots
+    .venv/bin/python scripts/paper_study.py --rescore --study python_stdlib  # score again
 
 Each run trains with the ordinary entry point (`python -m memorizing_jax.main`, the
 command is printed and recorded) into `<runs_dir>/<study>/<run>`, then is scored by
@@ -44,6 +45,9 @@ SYNTHETIC_STEPS = 2400
 SYNTHETIC_EVAL_BATCHES = None   # the whole validation split (64 documents)
 STDLIB_STEPS = 3000
 STDLIB_EVAL_BATCHES = None   # the whole validation split (11 packages, 140K tokens)
+# python_stdlib perplexity is also split by a token's position in its document at the
+# memory sizes: beyond 1.5K tokens only the larger memories hold the whole document.
+STDLIB_POSITION_EDGES = (1536, 8192, 32768)
 DEVICE = "CPU (2 shared cores), jax " + "{jax}"
 
 HEADER = """# Memorizing Transformers claims at small scale
@@ -86,6 +90,9 @@ class RunSpec:
   # Fine-tunes: the constant learning rate to train at (no warm-up), so that training
   # goes on at the rate the source run ended with instead of warming up again to the peak.
   learning_rate: Optional[float] = None
+  # Where the evaluation splits perplexity by position in the document (see
+  # `evaluate.position_sums`); () for none.
+  position_edges: Tuple[int, ...] = ()
 
   def workdir(self, runs_dir: str) -> str:
     return os.path.join(runs_dir, self.study, self.run)
@@ -139,7 +146,7 @@ def plan() -> List[RunSpec]:
   s = dict(steps=SYNTHETIC_STEPS, batch_size=16, segment_length=64,
            eval_batches=SYNTHETIC_EVAL_BATCHES)
   p = dict(steps=STDLIB_STEPS, batch_size=8, segment_length=128,
-           eval_batches=STDLIB_EVAL_BATCHES)
+           eval_batches=STDLIB_EVAL_BATCHES, position_edges=STDLIB_POSITION_EDGES)
   synthetic_xl = RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0,
                          True, **s)
   stdlib_xl = RunSpec("python_stdlib", "xl", "XL only", std + ("memory/xl_only.gin",), 0,
@@ -254,7 +261,19 @@ def evaluate(spec: RunSpec, runs_dir: str) -> dict:
       ModelConfig, inputs.DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
       loop.TrainerConfig)]
   return evaluate_lib.evaluate_run(spec.workdir(runs_dir), *configs,
-                                   max_batches=spec.eval_batches)
+                                   max_batches=spec.eval_batches,
+                                   position_edges=spec.position_edges)
+
+
+def rescore(spec: RunSpec, runs_dir: str, path: str) -> dict:
+  """Replaces the metrics of the record at `path` by a new evaluation of its run;
+  the record notes the commit that scored it ("scored_at")."""
+  with open(path) as f:
+    record = json.load(f)
+  record.update(evaluate(spec, runs_dir), scored_at=_git_commit())
+  with open(path, "w") as f:
+    json.dump(record, f, indent=1)
+  return record
 
 
 def write_report(out_dir: str, specs: Sequence[RunSpec]) -> str:
@@ -271,6 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--runs_dir", default=os.path.join(ROOT, "runs", "study"))
   parser.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
   parser.add_argument("--report_only", action="store_true")
+  parser.add_argument("--rescore", action="store_true",
+                      help="score again the selected runs that have a record (e.g. after "
+                           "the evaluation gained a metric), keeping their training fields")
   args = parser.parse_args(argv)
 
   specs = plan()
@@ -280,6 +302,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i, spec in enumerate(todo, 1):
       path = record_path(args.out, spec)
       name = f"[{i}/{len(todo)}] {spec.study}/{spec.run} ({spec.label})"
+      if os.path.isfile(path) and args.rescore:
+        print(f"{name}: scoring again", flush=True)
+        rescore(spec, args.runs_dir, path)
+        write_report(args.out, specs)
+        continue
       if os.path.isfile(path):
         print(f"{name}: done (record {os.path.relpath(path, ROOT)})", flush=True)
         continue

@@ -7,8 +7,12 @@ beyond it) and, for models with memory, how often the kNN layer's retrieval land
 on the source: the share of far uses for which some head's highest-weighted
 retrieved entry lies in the name's previous statement.
 
+Given `position_edges`, it also splits perplexity by a target's position in its
+document (how many of the document's tokens precede it), so a memory of M tokens
+can be judged on the tokens where it can hold more than a smaller one.
+
     result = evaluate_run(workdir, model_cfg, data_cfg, optimizer_cfg, mesh_cfg,
-                          trainer_cfg, max_batches=None)
+                          trainer_cfg, max_batches=None, position_edges=(1536, 8192))
 """
 from __future__ import annotations
 
@@ -112,8 +116,41 @@ def _top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
   return jnp.where(jnp.any(valid, axis=-1), top, -1)
 
 
+def position_sums(nll: np.ndarray, loss_mask: np.ndarray, token_offset: np.ndarray,
+                  edges: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Loss and target counts of one batch per bucket of position in the document.
+
+  Args:
+    nll: [batch, length] each target's negative log-likelihood.
+    loss_mask: [batch, length] 1 on real targets.
+    token_offset: [batch] position in its document of each row's first target.
+    edges: increasing positions e_1 < ... < e_k; bucket 0 is [0, e_1), bucket i is
+      [e_i, e_{i+1}), bucket k is [e_k, inf).
+  Returns:
+    (loss sums [k + 1], target counts [k + 1]), both float64.
+  """
+  length = nll.shape[1]
+  positions = np.asarray(token_offset, np.int64)[:, None] + np.arange(length)[None, :]
+  bucket = np.searchsorted(np.asarray(edges, np.int64), positions, side="right").ravel()
+  mask = np.asarray(loss_mask, np.float64).ravel()
+  weighted = np.asarray(nll, np.float64).ravel() * mask
+  return (np.bincount(bucket, weights=weighted, minlength=len(edges) + 1),
+          np.bincount(bucket, weights=mask, minlength=len(edges) + 1))
+
+
+def position_buckets(loss_sums: np.ndarray, counts: np.ndarray, edges: Sequence[int]
+                     ) -> List[Dict[str, Any]]:
+  """[{"start", "end" (None: no end), "tokens", "perplexity" (None: no tokens)}]."""
+  bounds = [0, *edges, None]
+  return [{"start": int(bounds[i]), "end": None if bounds[i + 1] is None else int(bounds[i + 1]),
+           "tokens": int(counts[i]),
+           "perplexity": math.exp(loss_sums[i] / counts[i]) if counts[i] else None}
+          for i in range(len(edges) + 1)]
+
+
 def make_eval_apply(model: nn.Module):
-  """jitted (params, state, inputs, targets, loss_mask, sos) -> (state, sums, argmax, top)."""
+  """jitted (params, state, inputs, targets, loss_mask, sos) -> (state, sums, argmax, top);
+  sums holds the batch's totals and "nll", each target's masked loss [batch, length]."""
 
   def apply(params, state, inputs, targets, loss_mask, start_of_sequence):
     (logits, new_state), variables = model.apply(
@@ -123,21 +160,32 @@ def make_eval_apply(model: nn.Module):
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     predictions = jnp.argmax(logits, axis=-1)
     sums = {"loss_sum": jnp.sum(nll * loss_mask), "tokens": jnp.sum(loss_mask),
-            "correct": jnp.sum((predictions == targets) * loss_mask)}
+            "correct": jnp.sum((predictions == targets) * loss_mask),
+            "nll": nll * loss_mask}
     return new_state, sums, predictions, _top_retrieved(variables.get("diagnostics", {}))
 
   return jax.jit(apply, donate_argnums=(1,))
 
 
 def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh_config,
-                 trainer_config, max_batches: Optional[int] = None) -> Dict[str, Any]:
-  """Scores the latest checkpoint of `workdir` on the eval split.
+                 trainer_config, max_batches: Optional[int] = None,
+                 position_edges: Sequence[int] = (), step: Optional[int] = None
+                 ) -> Dict[str, Any]:
+  """Scores the checkpoint of `workdir` at `step` (default: the latest) on the eval split.
 
+  Args:
+    position_edges: increasing positions in the document (tokens before a target);
+      when given, the result also splits perplexity by them (see `position_sums`).
   Returns:
-    {"step", "perplexity", "loss", "accuracy", "tokens"} and, on the synthetic
+    {"step", "perplexity", "loss", "accuracy", "tokens"}; with position_edges,
+    "by_position" (see `position_buckets`); on the synthetic
     task, "accuracy_<kind>" and "count_<kind>" per kind, "chance", and for models
     with memory "far_retrieval_hit_rate".
   """
+  edges = list(position_edges)
+  if edges != sorted(set(edges)) or any(e <= 0 for e in edges):
+    raise ValueError(f"position_edges must be increasing positive positions, got "
+                     f"{tuple(position_edges)}")
   from memorizing_jax.train import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
@@ -148,10 +196,15 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
                        trainer_config)
   checkpointer = checkpoints_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                               asynchronous=False)
-  step = checkpointer.latest_step()
+  steps = checkpointer.all_steps()
   checkpointer.close()
-  if step is None:
+  if not steps:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise FileNotFoundError(f"no checkpoint at step {step} in {workdir}/checkpoints; it "
+                            f"has steps {sorted(steps)}")
   # Only the parameters: the optimizer state is not needed (nor its layout).
   params, loaded = checkpoints_lib.load_matching_params(
       os.path.join(workdir, "checkpoints", str(step)), run.layout.abstract.params,
@@ -172,6 +225,8 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   stream = inputs_lib.make_stream(data_config, model_config.segment_length, vocabulary,
                                   mode="eval")
   loss_sum = tokens = correct = 0.0
+  bucket_loss = np.zeros(len(position_edges) + 1)
+  bucket_tokens = np.zeros(len(position_edges) + 1)
   for i, batch in enumerate(stream):
     if max_batches is not None and i >= max_batches:
       break
@@ -183,6 +238,11 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
     loss_sum += float(sums["loss_sum"])
     tokens += float(sums["tokens"])
     correct += float(sums["correct"])
+    if position_edges:
+      batch_loss, batch_tokens = position_sums(sums["nll"], batch["loss_mask"],
+                                               batch["token_offset"], position_edges)
+      bucket_loss += batch_loss
+      bucket_tokens += batch_tokens
     if reader is not None:
       count_recalls(counts, np.asarray(predictions), batch["document_id"],
                     batch["token_offset"], recalls, model_config.segment_length,
@@ -191,6 +251,8 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   loss = loss_sum / max(tokens, 1.0)
   result = {"step": step, "loss": loss, "perplexity": math.exp(loss),
             "accuracy": correct / max(tokens, 1.0), "tokens": int(tokens)}
+  if position_edges:
+    result["by_position"] = position_buckets(bucket_loss, bucket_tokens, position_edges)
   if reader is not None:
     for kind in KINDS:
       result[f"accuracy_{kind}"] = counts.accuracy(kind)

@@ -9,7 +9,8 @@ A record is a JSON-able dict written by `scripts/paper_study.py` after a run:
   xl           whether the model has an XL cache
   finetuned    true for a run started from another run's parameters
   steps, batch_size, segment_length, train_seconds, eval_batches, device, command
-  and the metrics of `evaluate.evaluate_run` (perplexity, accuracy_far, ...).
+  and the metrics of `evaluate.evaluate_run` (perplexity, accuracy_far, by_position
+  [{"start", "end", "tokens", "perplexity"}], ...).
 
 Nothing here runs a model: the figures come only from the records.
 """
@@ -24,6 +25,11 @@ Record = Dict[str, Any]
 # How far above chance "near chance" may be, in accuracy.
 NEAR_CHANCE_MARGIN = 0.05
 SYNTHETIC_TARGET = 0.90
+POSITION_NOTE = (
+    "By position in the document: perplexity of the validation targets preceded by "
+    "that many tokens of their document, and its change from XL only. Below 1.5K "
+    "tokens every memory holds the whole document so far; beyond a memory's size it "
+    "holds only the most recent tokens.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,44 @@ def stdlib_table(records: Sequence[Record]) -> str:
         f"| {r['label']} | {r['memory_slots'] or '—'} | {r['steps']} | "
         f"{_minutes(r.get('train_seconds'))} | {r.get('tokens', '—')} | "
         f"{_fmt(r.get('perplexity'))} | {_pct(r.get('accuracy'))} |")
+  return "\n".join(lines)
+
+
+def _tokens(n: int) -> str:
+  """1536 -> "1.5K", 8192 -> "8K", 100 -> "100"."""
+  if n < 1024:
+    return str(n)
+  return f"{n / 1024:.1f}".rstrip("0").rstrip(".") + "K"
+
+
+def _bucket_label(bucket: Record) -> str:
+  if bucket["end"] is None:
+    return f"{_tokens(bucket['start'])}+"
+  return f"{_tokens(bucket['start'])}–{_tokens(bucket['end'])}"
+
+
+def _relative(value: Optional[float], base: Optional[float]) -> str:
+  if value is None or not base:
+    return ""
+  return f" ({100 * (value / base - 1):+.1f}%)"
+
+
+def stdlib_position_table(records: Sequence[Record]) -> str:
+  """Markdown: python_stdlib perplexity by a token's position in its document, each
+  cell also as a change from XL only; "" when no record has the split."""
+  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
+  if not rows:
+    return ""
+  buckets = rows[0]["by_position"]
+  base = {b["start"]: b["perplexity"] for b in
+          _by_run(rows, "python_stdlib").get("xl", {}).get("by_position", [])}
+  lines = ["| model | " + " | ".join(f"tokens {_bucket_label(b)}" for b in buckets) + " |",
+           "|---|" + "---:|" * len(buckets),
+           "| targets | " + " | ".join(str(b["tokens"]) for b in buckets) + " |"]
+  for r in rows:
+    cells = [_fmt(b["perplexity"], 2) + _relative(b["perplexity"], base.get(b["start"]))
+             for b in r["by_position"]]
+    lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -197,6 +241,39 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
   return True
 
 
+def plot_position(records: Sequence[Record], path: str) -> bool:
+  """Perplexity change from XL only by position in the document (python_stdlib), one
+  line per model; False when the records lack the split or an XL-only run."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
+  base = _by_run(rows, "python_stdlib").get("xl")
+  if base is None:
+    return False
+  reference = [b["perplexity"] for b in base["by_position"]]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  labels = [_bucket_label(b) for b in base["by_position"]]
+  for i, r in enumerate(rows):
+    if r is base:
+      continue
+    change = [None if p is None or not q else 100 * (p / q - 1)
+              for p, q in zip((b["perplexity"] for b in r["by_position"]), reference)]
+    style = "s--" if r.get("finetuned") else "o-"
+    ax.plot(range(len(change)), [c if c is not None else float("nan") for c in change],
+            style, color=f"C{i}", label=r["label"])
+  ax.axhline(0.0, color="k", lw=1)
+  ax.set_xticks(range(len(labels)), labels)
+  ax.set_xlabel("position of the token in its document (tokens before it)")
+  ax.set_ylabel("perplexity change from XL only (%)")
+  ax.set_title("python_stdlib: where in a document each model gains")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
 def plot_synthetic(records: Sequence[Record], path: str) -> bool:
   """Accuracy on near and far uses per synthetic model, with chance; False if none."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -232,10 +309,15 @@ def write_report(records: Sequence[Record], out_dir: str, header: str = "") -> s
     plots.append("![synthetic accuracy](synthetic_accuracy.png)")
   if plot_perplexity(records, os.path.join(out_dir, "perplexity_vs_memory.png")):
     plots.append("![perplexity against memory size](perplexity_vs_memory.png)")
+  position_table = stdlib_position_table(records)
+  position_plot = ""
+  if plot_position(records, os.path.join(out_dir, "perplexity_by_position.png")):
+    position_plot = "![perplexity by position in the document](perplexity_by_position.png)"
   devices = sorted({r.get("device", "?") for r in records})
   parts = [header.strip(), "## Claims", claims_table(check_claims(records)),
            "## Synthetic recall", synthetic_table(records),
            "## python_stdlib", stdlib_table(records), *plots,
+           position_table and POSITION_NOTE, position_table, position_plot,
            f"Device: {', '.join(devices) or '—'}.",
            "## Commands", "\n".join(
                f"- `{r['study']}/{r['run']}` (code {', '.join(r.get('code_commits') or ['?'])}):"

@@ -76,3 +76,30 @@ def test_table_order():
   shuffled = [STD_OK[i] for i in (5, 3, 0, 4, 1, 2)] + [_syn("xl_mem", 0.9, 0.9)]
   ordered = [r["run"] for r in report.table_order(shuffled)]
   assert ordered == ["xl_mem"] + [r["run"] for r in STD_OK]
+
+
+def _with_positions(record, *perplexities):
+  bounds = (0, 1536, 8192, None)
+  buckets = [dict(start=bounds[i], end=bounds[i + 1], tokens=100 * (i + 1), perplexity=p)
+             for i, p in enumerate(perplexities)]
+  return dict(record, by_position=buckets)
+
+
+def test_position_table_and_plot(tmp_path):
+  records = [_with_positions(_std("xl", 0, 8.0), 10.0, 8.0, 4.0),
+             _with_positions(_std("xl_mem8k", 8192, 7.0), 11.0, 6.0, None),
+             _std("none", 0, 9.0, xl=False)]  # scored before the split: left out
+  lines = report.stdlib_position_table(records).splitlines()
+  assert lines[0] == "| model | tokens 0–1.5K | tokens 1.5K–8K | tokens 8K+ |"
+  assert lines[2] == "| targets | 100 | 200 | 300 |"
+  assert lines[3] == "| label xl | 10.00 (+0.0%) | 8.00 (+0.0%) | 4.00 (+0.0%) |"
+  assert lines[4] == "| label xl_mem8k | 11.00 (+10.0%) | 6.00 (-25.0%) | — |"
+  assert len(lines) == 5
+  assert report.stdlib_position_table(STD_OK) == ""
+  path = report.write_report(records, str(tmp_path))
+  text = open(path).read()
+  assert "perplexity_by_position.png" in text and lines[4] in text
+  with open(os.path.join(tmp_path, "perplexity_by_position.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # Without an XL-only record there is nothing to compare with: no plot.
+  assert not report.plot_position(records[1:], str(tmp_path / "none.png"))
