@@ -62,7 +62,7 @@ learning rate it ended with; scored on the validation split from a fresh memory
 (all of it: 64 synthetic documents; 11 standard-library packages, 140K tokens).
 Every model starts its attention temperatures at 16 and its memory gates at sigmoid(-2)
 (`gin/study/*.gin`; `default_init/` holds the study at the defaults, 5.7 and 0.5), and
-the synthetic runs keep the learning rate constant after warm-up.
+every run keeps the learning rate constant after warm-up.
 
 Synthetic task (`memorizing_jax/data/synthetic.py`): statements `<name><value>;`, 24
 one-letter names defined with random values (one of 26 letters), then 316 uses: half
