@@ -20,16 +20,25 @@ def paper_study():
     sys.modules.pop("paper_study", None)
 
 
-def test_finetunes_continue_at_the_source_runs_last_learning_rate(paper_study):
+def test_finetunes_continue_at_the_source_runs_last_learning_rate(paper_study, tmp_path):
   runs = {(s.study, s.run): s for s in paper_study.plan()}
-  # gin/study/stdlib.gin: peak 0.01, 100 warm-up steps, then lr = peak * sqrt(100 / (step+1)).
+  # Both study gin files keep a constant 0.01 after warm-up.
   stdlib = runs[("python_stdlib", "xl_finetune_mem8k")]
   steps = paper_study.STDLIB_STEPS
-  assert stdlib.learning_rate == pytest.approx(0.01 * (100 / steps) ** 0.5, rel=1e-6)
+  assert stdlib.learning_rate == pytest.approx(0.01)
   assert stdlib.steps == steps // 10 and stdlib.init_from_run == "xl"
-  # gin/study/synthetic.gin: a constant 0.01 after warm-up.
   synthetic = runs[("synthetic", "xl_finetune_mem")]
   assert synthetic.learning_rate == pytest.approx(0.01)
+  # With the paper's decay instead: peak 0.01, 100 warm-up steps, then
+  # lr = peak * sqrt(100 / (step + 1)), so the last of `steps` updates has 0.01 * sqrt(100 / steps).
+  decayed = tmp_path / "decayed.gin"
+  decayed.write_text("from __gin__ import dynamic_registration\n"
+                     "from memorizing_jax.train import optimizer\n"
+                     "optimizer.ScheduleConfig.decay = 'rsqrt'\n")
+  source = runs[("python_stdlib", "xl")]
+  source = paper_study.dataclasses.replace(source, gin_files=source.gin_files + (str(decayed),))
+  assert paper_study.final_learning_rate(source) == pytest.approx(
+      0.01 * (100 / steps) ** 0.5, rel=1e-6)
   params = stdlib.gin_params("runs")
   assert "optimizer.ScheduleConfig.warmup_steps=0" in params
   assert "optimizer.ScheduleConfig.decay='constant'" in params
