@@ -257,11 +257,10 @@ def plot_position(records: Sequence[Record], path: str) -> bool:
   for i, r in enumerate(rows):
     if r is base:
       continue
-    change = [None if p is None or not q else 100 * (p / q - 1)
+    change = [float("nan") if p is None or not q else 100 * (p / q - 1)
               for p, q in zip((b["perplexity"] for b in r["by_position"]), reference)]
     style = "s--" if r.get("finetuned") else "o-"
-    ax.plot(range(len(change)), [c if c is not None else float("nan") for c in change],
-            style, color=f"C{i}", label=r["label"])
+    ax.plot(range(len(change)), change, style, color=f"C{i}", label=r["label"])
   ax.axhline(0.0, color="k", lw=1)
   ax.set_xticks(range(len(labels)), labels)
   ax.set_xlabel("position of the token in its document (tokens before it)")
