@@ -4,6 +4,7 @@ r"""Runs the paper-claims study at small scale and writes docs/results/.
     .venv/bin/python scripts/paper_study.py --study synthetic
     .venv/bin/python scripts/paper_study.py --report_only   # rewrite table and plots
     .venv/bin/python scripts/paper_study.py --rescore --study python_stdlib  # score again
+    .venv/bin/python scripts/paper_study.py --score_step 2800  # an earlier checkpoint
 
 Each run trains with the ordinary entry point (`python -m memorizing_jax.main`, the
 command is printed and recorded) into `<runs_dir>/<study>/<run>`, then is scored by
@@ -247,8 +248,9 @@ def latest_step(workdir: str) -> Optional[int]:
   return max(steps, default=None)
 
 
-def evaluate(spec: RunSpec, runs_dir: str) -> dict:
-  """Scores the run's latest checkpoint (in this process, after parsing its gin)."""
+def evaluate(spec: RunSpec, runs_dir: str, step: Optional[int] = None) -> dict:
+  """Scores the run's checkpoint at `step`, default the latest (in this process,
+  after parsing its gin)."""
   import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
@@ -262,7 +264,7 @@ def evaluate(spec: RunSpec, runs_dir: str) -> dict:
       loop.TrainerConfig)]
   return evaluate_lib.evaluate_run(spec.workdir(runs_dir), *configs,
                                    max_batches=spec.eval_batches,
-                                   position_edges=spec.position_edges)
+                                   position_edges=spec.position_edges, step=step)
 
 
 def rescore(spec: RunSpec, runs_dir: str, path: str) -> dict:
@@ -293,11 +295,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--rescore", action="store_true",
                       help="score again the selected runs that have a record (e.g. after "
                            "the evaluation gained a metric), keeping their training fields")
+  parser.add_argument("--score_step", type=int, default=None,
+                      help="only print (as JSON lines) each selected run's scores at this "
+                           "earlier checkpoint step, to see how much a run's last steps "
+                           "move its figures; records are left as they are")
   args = parser.parse_args(argv)
 
   specs = plan()
   todo = [s for s in specs if args.study in ("all", s.study)
           and (args.runs is None or s.run in args.runs)]
+  if args.score_step is not None:
+    for spec in todo:
+      if not os.path.isdir(os.path.join(spec.workdir(args.runs_dir), "checkpoints",
+                                        str(args.score_step))):
+        print(f"{spec.study}/{spec.run}: no checkpoint at step {args.score_step}; skipped",
+              flush=True)
+        continue
+      metrics = evaluate(spec, args.runs_dir, step=args.score_step)
+      print(json.dumps(dict(study=spec.study, run=spec.run, label=spec.label, **metrics)),
+            flush=True)
+    return 0
   if not args.report_only:
     for i, spec in enumerate(todo, 1):
       path = record_path(args.out, spec)
