@@ -194,11 +194,14 @@ def load_records(out_dir: str, specs: Sequence[RunSpec]) -> List[dict]:
 
 
 def _git_commit() -> str:
-  """The checkout's commit, "+" when tracked files differ from it (others' work)."""
+  """The checkout's commit, "+" when tracked files other than the study's own report
+  (docs/results/, rewritten after every run) differ from it."""
   def git(*args):
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
   commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-  return commit + ("+" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+  changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":(exclude)docs/results")
+  return commit + ("+" if changed.strip() else "")
 
 
 def _add_time(workdir: str, seconds: float, commit: Optional[str] = None) -> dict:
