@@ -22,10 +22,10 @@ with two or three runs at once):
   synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~5-10 min each), plus
                  the fine-tune: SYNTHETIC_STEPS / 10 steps from the XL-only run
   python_stdlib  5 runs x STDLIB_STEPS steps of 8 x 128 tokens (~20 min without memory,
-                 ~50 min with 32K), plus the fine-tune and its control: STDLIB_STEPS / 10
+                 ~60 min with 32K), plus the fine-tune and its control: STDLIB_STEPS / 10
                  steps each from the XL-only run; each scored on the whole validation
                  split (11 packages, 140K tokens; a few minutes).
-About 3 hours of training in all on that CPU (the sum of `train min` in the report).
+About 3.3 hours of training in all on that CPU (the sum of `train min` in the report).
 """
 from __future__ import annotations
 
