@@ -206,11 +206,31 @@ def claims_table(claims: Sequence[Claim]) -> str:
   return "\n".join(lines)
 
 
-def plot_perplexity(records: Sequence[Record], path: str) -> bool:
-  """Perplexity against memory size (python_stdlib); False when nothing to plot."""
+def _pyplot():
+  """matplotlib.pyplot on the file-only Agg backend."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, ax, path: str, title: str, xlabel: Optional[str], ylabel: str,
+          legend_size: int = 8) -> bool:
+  """Titles and labels `ax`, writes `fig` to `path` as a PNG, closes it; True."""
+  ax.set_title(title)
+  if xlabel:
+    ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.legend(fontsize=legend_size)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  _pyplot().close(fig)
+  return True
+
+
+def plot_perplexity(records: Sequence[Record], path: str) -> bool:
+  """Perplexity against memory size (python_stdlib); False when nothing to plot."""
+  plt = _pyplot()
   std = [r for r in records if r["study"] == "python_stdlib"]
   scratch = sorted((r for r in std if r["xl"] and not r.get("finetuned")),
                    key=lambda r: r["memory_slots"])
@@ -231,22 +251,15 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
     elif not r["xl"]:
       ax.axhline(r["perplexity"], color="C3", ls="--", lw=1, label=r["label"])
   ax.set_xscale("log", base=2)
-  ax.set_xlabel("memory size (tokens; XL only drawn at 512)")
-  ax.set_ylabel("token-level perplexity (validation)")
-  ax.set_title("python_stdlib, small model on CPU")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+  return _save(fig, ax, path, "python_stdlib, small model on CPU",
+               "memory size (tokens; XL only drawn at 512)",
+               "token-level perplexity (validation)")
 
 
 def plot_position(records: Sequence[Record], path: str) -> bool:
   """Perplexity change from XL only by position in the document (python_stdlib), one
   line per model; False when the records lack the split or an XL-only run."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
   base = _by_run(rows, "python_stdlib").get("xl")
   if base is None:
@@ -263,21 +276,14 @@ def plot_position(records: Sequence[Record], path: str) -> bool:
     ax.plot(range(len(change)), change, style, color=f"C{i}", label=r["label"])
   ax.axhline(0.0, color="k", lw=1)
   ax.set_xticks(range(len(labels)), labels)
-  ax.set_xlabel("position of the token in its document (tokens before it)")
-  ax.set_ylabel("perplexity change from XL only (%)")
-  ax.set_title("python_stdlib: where in a document each model gains")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+  return _save(fig, ax, path, "python_stdlib: where in a document each model gains",
+               "position of the token in its document (tokens before it)",
+               "perplexity change from XL only (%)", legend_size=7)
 
 
 def plot_synthetic(records: Sequence[Record], path: str) -> bool:
   """Accuracy on near and far uses per synthetic model, with chance; False if none."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   rows = [r for r in records if r["study"] == "synthetic"]
   if not rows:
     return False
@@ -291,13 +297,8 @@ def plot_synthetic(records: Sequence[Record], path: str) -> bool:
   ax.axhline(rows[0].get("chance", 0.0), color="k", ls=":", lw=1, label="chance")
   ax.set_xticks(range(len(rows)), [textwrap.fill(r["label"], 16) for r in rows], fontsize=8)
   ax.set_ylim(0, 1)
-  ax.set_ylabel("accuracy on recalled values")
-  ax.set_title("synthetic recall: near = source in XL window, far = beyond it")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+  return _save(fig, ax, path, "synthetic recall: near = source in XL window, far = beyond it",
+               None, "accuracy on recalled values")
 
 
 def write_report(records: Sequence[Record], out_dir: str, header: str = "") -> str:
