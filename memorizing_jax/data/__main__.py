@@ -5,6 +5,8 @@
       --vocab_size 4096
   python -m memorizing_jax.data --task github --corpus_dir ~/repos --stats
   python -m memorizing_jax.data --task pg19 --prepare_pg19_from ~/pg19_copy --stats
+  python -m memorizing_jax.data --task python_stdlib --vocab sentencepiece --vocab_size 1024 \
+      --read_steps 3000 --read_from 2000 --batch_size 8 --segment_length 128
 
 Nothing is downloaded. The first run for a (task, split, vocabulary) tokenises the
 split (with a progress bar) and caches the tokens under the data directory.
@@ -44,10 +46,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="folder of a folder task (arxiv, github, isabelle, c4_4k)")
   parser.add_argument("--prepare_pg19_from", default=None,
                       help="prepare TFDS pg19 from this local copy of the bucket first")
+  parser.add_argument("--read_steps", type=int, default=0,
+                      help="which documents the training stream reads in its first "
+                           "READ_STEPS steps (or from step --read_from), by tokens")
+  parser.add_argument("--read_from", type=int, default=0,
+                      help="with --read_steps: count only steps from this one on")
+  parser.add_argument("--batch_size", type=int, default=8,
+                      help="with --read_steps: rows per step, as the training run's")
+  parser.add_argument("--segment_length", type=int, default=128,
+                      help="with --read_steps: tokens per row per step")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="with --read_steps: the stream's seed (inputs.DataConfig.seed)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
-  if not (args.stats or args.sample or args.prepare_pg19_from):
-    parser.error("nothing to do: pass --stats, --sample or --prepare_pg19_from")
+  if not (args.stats or args.sample or args.prepare_pg19_from or args.read_steps):
+    parser.error("nothing to do: pass --stats, --sample, --read_steps or --prepare_pg19_from")
+  if args.read_steps < 0 or not 0 <= args.read_from < max(args.read_steps, 1):
+    parser.error(f"--read_from must be in [0, --read_steps), got --read_from "
+                 f"{args.read_from} with --read_steps {args.read_steps}")
+  if args.batch_size <= 0 or args.segment_length <= 0:
+    parser.error("--batch_size and --segment_length must be positive")
   return args
 
 
@@ -77,6 +95,30 @@ def sample_segment(task: str, split: str, vocabulary, length: int, data_dir) -> 
               text=vocabulary.decode(batch["targets"][0][mask].tolist()))
 
 
+def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, seed: int,
+                   steps: int, start: int, data_dir, top: int = 10) -> dict:
+  """Which documents the training stream reads in steps [start, steps): their number,
+  the targets read, and the `top` documents by targets read, with their share."""
+  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  stream = pipeline.make_stream(task, "train", batch_size, segment_length,
+                                vocabulary=vocabulary, mode="train", seed=seed,
+                                data_dir=data_dir, progress=False)
+  read = np.zeros(len(stream.document_names), np.int64)
+  for step in range(steps):
+    batch = next(stream)
+    if step >= start:
+      rows = batch["document_id"] >= 0
+      np.add.at(read, batch["document_id"][rows],
+                batch["loss_mask"][rows].sum(axis=1).astype(np.int64))
+  total = int(read.sum())
+  order = np.argsort(-read, kind="stable")[:top]
+  return dict(steps=[start, steps], batch_size=batch_size, segment_length=segment_length,
+              seed=seed, documents=int((read > 0).sum()), tokens=total,
+              top=[dict(name=stream.document_names[i], tokens=int(read[i]),
+                        share=float(read[i] / total) if total else 0.0)
+                   for i in order if read[i] > 0])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter.
@@ -94,7 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SystemExit(f"--corpus_dir applies to folder tasks; {args.task!r} is not one")
     tasks.register_folder_task(args.task, reader.mode, root=args.corpus_dir,
                                suffixes=reader.suffixes, min_tokens=reader.min_tokens)
-  if not (args.stats or args.sample):
+  if not (args.stats or args.sample or args.read_steps):
     return 0
   vocabulary = vocab_lib.get_vocabulary(args.task, args.vocab, args.vocab_size,
                                         data_dir=args.data_dir)
@@ -112,6 +154,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result["sample"] = {split: sample_segment(args.task, split, vocabulary,
                                               args.sample_length, args.data_dir)
                         for split in splits}
+  if args.read_steps:
+    result["reading"] = documents_read(args.task, vocabulary, args.batch_size,
+                                       args.segment_length, args.seed, args.read_steps,
+                                       args.read_from, args.data_dir)
   print(json.dumps(result, indent=1, ensure_ascii=False))
   return 0
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from memorizing_jax.data import __main__ as cli
 from memorizing_jax.data import tasks
@@ -57,3 +58,33 @@ def test_python_stdlib_stats_from_the_command_line(tmp_path):
   stats = json.loads(out)["splits"]["validation"]
   assert stats["documents"] > 0 and stats["tokens"] > stats["documents"]
   assert stats["cache"].startswith(str(tmp_path))
+
+
+def test_read_steps_counts_what_the_training_stream_reads(capsys, tiny_task, data_dir):
+  # One row of 8 targets reads a document of n bytes (plus its EOS) in ceil((n + 1) / 8)
+  # steps, one document after another: the whole first epoch takes the sum of those.
+  lengths = {name: len(text.encode("utf-8")) + 1 for name, text in EXPECTED_TRAIN.items()}
+  epoch = sum(-(-n // 8) for n in lengths.values())
+  common = ("--task", tiny_task, "--data_dir", str(data_dir), "--batch_size", "1",
+            "--segment_length", "8")
+  reading = run_cli(capsys, *common, "--read_steps", str(epoch))["reading"]
+  assert reading["documents"] == 4 and reading["tokens"] == sum(lengths.values())
+  assert {d["name"]: d["tokens"] for d in reading["top"]} == lengths
+  assert reading["top"][0]["tokens"] == max(lengths.values())
+  assert sum(d["share"] for d in reading["top"]) == pytest.approx(1.0)
+  # The last step alone: one segment of the epoch's last document.
+  last = run_cli(capsys, *common, "--read_steps", str(epoch), "--read_from",
+                 str(epoch - 1))["reading"]
+  assert last["steps"] == [epoch - 1, epoch] and last["documents"] == 1
+  assert 1 <= last["tokens"] <= 8
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("--read_steps", "5", "--read_from", "5"), "--read_from must be in [0, --read_steps)"),
+    (("--read_steps", "5", "--batch_size", "0"), "--batch_size and --segment_length must"),
+    (("--read_from", "2"), "nothing to do")])
+def test_read_steps_bad_arguments(capsys, argv, message):
+  with pytest.raises(SystemExit) as raised:
+    cli.main(list(argv))
+  assert raised.value.code == 2
+  assert message in capsys.readouterr().err
