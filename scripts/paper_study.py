@@ -309,12 +309,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           and (args.runs is None or s.run in args.runs)]
   if args.score_step is not None:
     for spec in todo:
-      if not os.path.isdir(os.path.join(spec.workdir(args.runs_dir), "checkpoints",
-                                        str(args.score_step))):
-        print(f"{spec.study}/{spec.run}: no checkpoint at step {args.score_step}; skipped",
-              flush=True)
+      try:
+        metrics = evaluate(spec, args.runs_dir, step=args.score_step)
+      except FileNotFoundError as e:
+        print(f"{spec.study}/{spec.run}: skipped: {e}", flush=True)
         continue
-      metrics = evaluate(spec, args.runs_dir, step=args.score_step)
       print(json.dumps(dict(study=spec.study, run=spec.run, label=spec.label, **metrics)),
             flush=True)
     return 0

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import flax.linen as nn
 import flax.traverse_util
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,13 +192,12 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import train_state as train_state_lib  # pylint: disable=g-import-not-at-top
 
-  vocabulary = inputs_lib.load_vocabulary(data_config)
-  run = loop.build_run(model_config, data_config, optimizer_config, mesh_config,
-                       trainer_config)
-  checkpointer = checkpoints_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                              asynchronous=False)
-  steps = checkpointer.all_steps()
-  checkpointer.close()
+  folder = os.path.join(workdir, "checkpoints")
+  steps = []
+  if epath.Path(folder).is_dir():  # (opening a Checkpointer would create the folder)
+    checkpointer = checkpoints_lib.Checkpointer(folder, asynchronous=False)
+    steps = checkpointer.all_steps()
+    checkpointer.close()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
   if step is None:
@@ -205,6 +205,9 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   elif step not in steps:
     raise FileNotFoundError(f"no checkpoint at step {step} in {workdir}/checkpoints; it "
                             f"has steps {sorted(steps)}")
+  vocabulary = inputs_lib.load_vocabulary(data_config)
+  run = loop.build_run(model_config, data_config, optimizer_config, mesh_config,
+                       trainer_config)
   # Only the parameters: the optimizer state is not needed (nor its layout).
   params, loaded = checkpoints_lib.load_matching_params(
       os.path.join(workdir, "checkpoints", str(step)), run.layout.abstract.params,
@@ -225,8 +228,8 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   stream = inputs_lib.make_stream(data_config, model_config.segment_length, vocabulary,
                                   mode="eval")
   loss_sum = tokens = correct = 0.0
-  bucket_loss = np.zeros(len(position_edges) + 1)
-  bucket_tokens = np.zeros(len(position_edges) + 1)
+  bucket_loss = np.zeros(len(edges) + 1)
+  bucket_tokens = np.zeros(len(edges) + 1)
   for i, batch in enumerate(stream):
     if max_batches is not None and i >= max_batches:
       break
@@ -238,9 +241,9 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
     loss_sum += float(sums["loss_sum"])
     tokens += float(sums["tokens"])
     correct += float(sums["correct"])
-    if position_edges:
+    if edges:
       batch_loss, batch_tokens = position_sums(sums["nll"], batch["loss_mask"],
-                                               batch["token_offset"], position_edges)
+                                               batch["token_offset"], edges)
       bucket_loss += batch_loss
       bucket_tokens += batch_tokens
     if reader is not None:
@@ -251,8 +254,8 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   loss = loss_sum / max(tokens, 1.0)
   result = {"step": step, "loss": loss, "perplexity": math.exp(loss),
             "accuracy": correct / max(tokens, 1.0), "tokens": int(tokens)}
-  if position_edges:
-    result["by_position"] = position_buckets(bucket_loss, bucket_tokens, position_edges)
+  if edges:
+    result["by_position"] = position_buckets(bucket_loss, bucket_tokens, edges)
   if reader is not None:
     for kind in KINDS:
       result[f"accuracy_{kind}"] = counts.accuracy(kind)

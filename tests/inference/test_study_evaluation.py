@@ -32,7 +32,7 @@ def scored(trained_workdir):
   return configs, latest, earlier
 
 
-def test_latest_and_chosen_checkpoint(scored, trained_workdir):
+def test_latest_and_chosen_checkpoint(scored, trained_workdir, tmp_path):
   from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
   configs, latest, earlier = scored
   assert latest["step"] == 6 and earlier["step"] == 3
@@ -41,6 +41,10 @@ def test_latest_and_chosen_checkpoint(scored, trained_workdir):
   assert "by_position" not in earlier
   with pytest.raises(FileNotFoundError, match=r"step 4 .* has steps \[3, 6\]"):
     evaluate.evaluate_run(trained_workdir, *configs, max_batches=1, step=4)
+  # A workdir that does not exist is reported, not created.
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    evaluate.evaluate_run(str(tmp_path / "absent"), *configs)
+  assert not (tmp_path / "absent").exists()
 
 
 def test_position_split_adds_up_to_the_whole(scored):
