@@ -116,18 +116,24 @@ class RunSpec:
             + [f"--workdir={self.workdir(runs_dir)}"])
 
 
-def final_learning_rate(spec: RunSpec) -> float:
-  """The learning rate of the run's last update, from its gin files' schedule."""
+def configured(spec: RunSpec, runs_dir: str, *classes) -> list:
+  """Instances of `classes` as the run's gin files and parameters configure them; the
+  global gin configuration is left empty before and after."""
   import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import optimizer  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
-    main_lib.parse_gin(spec.gin_files, spec.gin_params(""), main_lib.gin_search_paths())
-    schedule = optimizer.learning_rate_schedule(gin.get_configurable(optimizer.ScheduleConfig)())
-    return float(schedule(spec.steps - 1))
+    main_lib.parse_gin(spec.gin_files, spec.gin_params(runs_dir), main_lib.gin_search_paths())
+    return [gin.get_configurable(c)() for c in classes]
   finally:
     gin.clear_config()
+
+
+def final_learning_rate(spec: RunSpec) -> float:
+  """The learning rate of the run's last update, from its gin files' schedule."""
+  from memorizing_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+  schedule_config, = configured(spec, "", optimizer.ScheduleConfig)
+  return float(optimizer.learning_rate_schedule(schedule_config)(spec.steps - 1))
 
 
 def finetune(source: RunSpec, run: str, label: str, gin_files: Tuple[str, ...],
@@ -254,17 +260,11 @@ def latest_step(workdir: str) -> Optional[int]:
 def evaluate(spec: RunSpec, runs_dir: str, step: Optional[int] = None) -> dict:
   """Scores the run's checkpoint at `step`, default the latest (in this process,
   after parsing its gin)."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from memorizing_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from memorizing_jax.study import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import inputs, loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  main_lib.parse_gin(spec.gin_files, spec.gin_params(runs_dir),
-                     main_lib.gin_search_paths())
-  configs = [gin.get_configurable(c)() for c in (
-      ModelConfig, inputs.DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
-      loop.TrainerConfig)]
+  configs = configured(spec, runs_dir, ModelConfig, inputs.DataConfig,
+                       optimizer.OptimizerConfig, partitioner.MeshConfig, loop.TrainerConfig)
   return evaluate_lib.evaluate_run(spec.workdir(runs_dir), *configs,
                                    max_batches=spec.eval_batches,
                                    position_edges=spec.position_edges, step=step)
