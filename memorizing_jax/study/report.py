@@ -110,27 +110,37 @@ def _bucket_label(bucket: Record) -> str:
   return f"{_tokens(bucket['start'])}–{_tokens(bucket['end'])}"
 
 
-def _relative(value: Optional[float], base: Optional[float]) -> str:
-  if value is None or not base:
-    return ""
-  return f" ({100 * (value / base - 1):+.1f}%)"
+def _position_rows(records: Sequence[Record]) -> tuple[List[Record], Optional[Record]]:
+  """The python_stdlib records split by position, and among them XL only (or None)."""
+  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
+  return rows, _by_run(rows, "python_stdlib").get("xl")
+
+
+def _changes(record: Record, base: Optional[Record]) -> List[Optional[float]]:
+  """Per position band, the % change of `record`'s perplexity from `base`'s (None where
+  either has no figure, or there is no base)."""
+  reference = {b["start"]: b["perplexity"] for b in (base or {}).get("by_position", [])}
+  changes = []
+  for b in record["by_position"]:
+    q = reference.get(b["start"])
+    changes.append(None if b["perplexity"] is None or not q
+                   else 100 * (b["perplexity"] / q - 1))
+  return changes
 
 
 def stdlib_position_table(records: Sequence[Record]) -> str:
   """Markdown: python_stdlib perplexity by a token's position in its document, each
   cell also as a change from XL only; "" when no record has the split."""
-  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
+  rows, base = _position_rows(records)
   if not rows:
     return ""
   buckets = rows[0]["by_position"]
-  base = {b["start"]: b["perplexity"] for b in
-          _by_run(rows, "python_stdlib").get("xl", {}).get("by_position", [])}
   lines = ["| model | " + " | ".join(f"tokens {_bucket_label(b)}" for b in buckets) + " |",
            "|---|" + "---:|" * len(buckets),
            "| targets | " + " | ".join(str(b["tokens"]) for b in buckets) + " |"]
   for r in rows:
-    cells = [_fmt(b["perplexity"], 2) + _relative(b["perplexity"], base.get(b["start"]))
-             for b in r["by_position"]]
+    cells = [_fmt(b["perplexity"], 2) + ("" if c is None else f" ({c:+.1f}%)")
+             for b, c in zip(r["by_position"], _changes(r, base))]
     lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -259,19 +269,15 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
 def plot_position(records: Sequence[Record], path: str) -> bool:
   """Perplexity change from XL only by position in the document (python_stdlib), one
   line per model; False when the records lack the split or an XL-only run."""
-  plt = _pyplot()
-  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
-  base = _by_run(rows, "python_stdlib").get("xl")
+  rows, base = _position_rows(records)
   if base is None:
     return False
-  reference = [b["perplexity"] for b in base["by_position"]]
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig, ax = _pyplot().subplots(figsize=(7, 4))
   labels = [_bucket_label(b) for b in base["by_position"]]
   for i, r in enumerate(rows):
     if r is base:
       continue
-    change = [float("nan") if p is None or not q else 100 * (p / q - 1)
-              for p, q in zip((b["perplexity"] for b in r["by_position"]), reference)]
+    change = [float("nan") if c is None else c for c in _changes(r, base)]
     style = "s--" if r.get("finetuned") else "o-"
     ax.plot(range(len(change)), change, style, color=f"C{i}", label=r["label"])
   ax.axhline(0.0, color="k", lw=1)
