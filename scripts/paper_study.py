@@ -21,8 +21,8 @@ times are what they took on the 2-core CPU of the session that made docs/results
 with two or three runs at once):
   synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~5-10 min each), plus
                  the fine-tune: SYNTHETIC_STEPS / 10 steps from the XL-only run
-  python_stdlib  5 runs x STDLIB_STEPS steps of 8 x 128 tokens (~20 min without memory,
-                 ~60 min with 32K), plus the fine-tune and its control: STDLIB_STEPS / 10
+  python_stdlib  5 runs x STDLIB_STEPS steps of STDLIB_BATCH_SIZE x 128 tokens (~20 min
+                 without memory, ~60 min with 32K), plus the fine-tune and its control: STDLIB_STEPS / 10
                  steps each from the XL-only run; each scored on the whole validation
                  split (11 packages, 140K tokens; a few minutes).
 About 3.3 hours of training in all on that CPU (the sum of `train min` in the report).
@@ -44,7 +44,8 @@ sys.path.insert(0, ROOT)
 
 SYNTHETIC_STEPS = 2400
 SYNTHETIC_EVAL_BATCHES = None   # the whole validation split (64 documents)
-STDLIB_STEPS = 3000
+STDLIB_STEPS = 750
+STDLIB_BATCH_SIZE = 32   # as gin/study/stdlib.gin sets it
 STDLIB_EVAL_BATCHES = None   # the whole validation split (11 packages, 140K tokens)
 # python_stdlib perplexity is also split by a token's position in its document at the
 # memory sizes: beyond 1.5K tokens only the larger memories hold the whole document.
@@ -57,7 +58,7 @@ Made by `.venv/bin/python scripts/paper_study.py` (every figure below comes from
 records in `records/`; rerun the script to reproduce or resume, `--report_only` to
 redraw; the training command of each run is listed at the end). Budgets:
 synthetic runs {syn} steps each (batch 16 x 64 byte tokens, 2 layers, d_model 128);
-python_stdlib runs {std} steps each (batch 8 x 128 SentencePiece-1024 tokens, 4 layers),
+python_stdlib runs {std} steps each (batch {std_batch} x 128 SentencePiece-1024 tokens, 4 layers),
 the fine-tunes a tenth of their source's steps, from the XL-only run's parameters at the
 learning rate it ended with; scored on the validation split from a fresh memory
 (all of it: 64 synthetic documents; 11 standard-library packages, 140K tokens).
@@ -152,7 +153,7 @@ def plan() -> List[RunSpec]:
   std = ("gin/study/stdlib.gin",)
   s = dict(steps=SYNTHETIC_STEPS, batch_size=16, segment_length=64,
            eval_batches=SYNTHETIC_EVAL_BATCHES)
-  p = dict(steps=STDLIB_STEPS, batch_size=8, segment_length=128,
+  p = dict(steps=STDLIB_STEPS, batch_size=STDLIB_BATCH_SIZE, segment_length=128,
            eval_batches=STDLIB_EVAL_BATCHES, position_edges=STDLIB_POSITION_EDGES)
   synthetic_xl = RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0,
                          True, **s)
@@ -283,7 +284,7 @@ def rescore(spec: RunSpec, runs_dir: str, path: str) -> dict:
 
 def write_report(out_dir: str, specs: Sequence[RunSpec]) -> str:
   from memorizing_jax.study import report  # pylint: disable=g-import-not-at-top
-  header = HEADER.format(syn=SYNTHETIC_STEPS, std=STDLIB_STEPS)
+  header = HEADER.format(syn=SYNTHETIC_STEPS, std=STDLIB_STEPS, std_batch=STDLIB_BATCH_SIZE)
   return report.write_report(load_records(out_dir, specs), out_dir, header)
 
 

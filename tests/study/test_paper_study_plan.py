@@ -46,3 +46,15 @@ def test_finetunes_continue_at_the_source_runs_last_learning_rate(paper_study, t
   # Runs trained from scratch keep their gin files' schedule.
   assert runs[("python_stdlib", "xl")].learning_rate is None
   assert not any("ScheduleConfig" in p for p in runs[("python_stdlib", "xl")].gin_params("r"))
+
+
+def test_each_runs_recorded_shape_is_the_one_its_gin_trains_with(paper_study):
+  """The records' batch size, segment length, memory size and XL flag are the plan's; they must
+  be what the run's gin files give the trainer, or the table would describe another run."""
+  from memorizing_jax.model.config import ModelConfig
+  from memorizing_jax.train import inputs
+  for spec in paper_study.plan():
+    data, model = paper_study.configured(spec, "runs", inputs.DataConfig, ModelConfig)
+    memory_slots = model.memory_slots if model.knn_layers else 0
+    assert (data.batch_size, model.segment_length, memory_slots, model.use_xl_cache) == (
+        spec.batch_size, spec.segment_length, spec.memory_slots, spec.xl), (spec.study, spec.run)
