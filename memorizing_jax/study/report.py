@@ -231,7 +231,8 @@ def _save(fig, ax, path: str, title: str, xlabel: Optional[str], ylabel: str,
   if xlabel:
     ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.legend(fontsize=legend_size)
+  if ax.get_legend_handles_labels()[0]:  # a partial study may have nothing labelled yet
+    ax.legend(fontsize=legend_size)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   _pyplot().close(fig)
