@@ -7,6 +7,8 @@
   python -m memorizing_jax.data --task pg19 --prepare_pg19_from ~/pg19_copy --stats
   python -m memorizing_jax.data --task python_stdlib --vocab sentencepiece --vocab_size 1024 \
       --read_steps 3000 --read_from 2000 --batch_size 8 --segment_length 128
+  python -m memorizing_jax.data --task python_stdlib --vocab sentencepiece --vocab_size 1024 \
+      --repeats --split validation
 
 Nothing is downloaded. The first run for a (task, split, vocabulary) tokenises the
 split (with a progress bar) and caches the tokens under the data directory.
@@ -57,10 +59,27 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="with --read_steps: tokens per row per step")
   parser.add_argument("--seed", type=int, default=0,
                       help="with --read_steps: the stream's seed (inputs.DataConfig.seed)")
+  parser.add_argument("--repeats", action="store_true",
+                      help="print the share of tokens whose n-gram last occurred earlier in "
+                           "the document within each band of distances (--repeat_edges): "
+                           "what a window or memory of that reach could copy")
+  parser.add_argument("--repeat_context", type=int, default=4,
+                      help="with --repeats: tokens of context before the repeated token")
+  parser.add_argument("--repeat_edges", default="256,1536,8192,32768",
+                      help="with --repeats: comma-separated distance band edges, e.g. the "
+                           "segment + XL window and the memory sizes")
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
-  if not (args.stats or args.sample or args.prepare_pg19_from or args.read_steps):
-    parser.error("nothing to do: pass --stats, --sample, --read_steps or --prepare_pg19_from")
+  if not (args.stats or args.sample or args.prepare_pg19_from or args.read_steps
+          or args.repeats):
+    parser.error("nothing to do: pass --stats, --sample, --read_steps, --repeats or "
+                 "--prepare_pg19_from")
+  try:
+    args.repeat_edges = sorted({int(e) for e in args.repeat_edges.split(",") if e.strip()})
+  except ValueError:
+    parser.error(f"--repeat_edges must be comma-separated integers, got {args.repeat_edges!r}")
+  if args.repeat_context < 0 or any(e <= 0 for e in args.repeat_edges):
+    parser.error("--repeat_context must be >= 0 and --repeat_edges positive")
   if args.read_steps < 0 or not 0 <= args.read_from < max(args.read_steps, 1):
     parser.error(f"--read_from must be in [0, --read_steps), got --read_from "
                  f"{args.read_from} with --read_steps {args.read_steps}")
@@ -93,6 +112,24 @@ def sample_segment(task: str, split: str, vocabulary, length: int, data_dir) -> 
   return dict(document_id=int(batch["document_id"][0]),
               token_offset=int(batch["token_offset"][0]), tokens=int(mask.sum()),
               text=vocabulary.decode(batch["targets"][0][mask].tolist()))
+
+
+def split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) -> dict:
+  """Over all documents of a split, by how far back the source lies (bands of `edges`):
+  the share of tokens whose (context + 1)-gram occurred before ("repeated"), and of
+  tokens that copying the successor of the context's most recent occurrence would
+  predict right ("copied_right") or wrong ("copied_wrong"); see `data.repeats`."""
+  from memorizing_jax.data import repeats  # pylint: disable=g-import-not-at-top
+  documents = [cache.document(i) for i in range(cache.num_documents)]
+  joined = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0,), np.int64)
+  repeated = joined([repeats.repeat_distances(d, context, vocab_size) for d in documents])
+  copies = [repeats.copy_predictions(d, context, vocab_size) for d in documents]
+  distance = joined([c[0] for c in copies])
+  correct = joined([c[1] for c in copies]).astype(bool)
+  return dict(context=context, tokens=int(len(repeated)),
+              repeated=repeats.band_shares(repeated, edges),
+              copied_right=repeats.band_shares(distance, edges, correct),
+              copied_wrong=repeats.band_shares(distance, edges, ~correct))
 
 
 def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, seed: int,
@@ -136,7 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SystemExit(f"--corpus_dir applies to folder tasks; {args.task!r} is not one")
     tasks.register_folder_task(args.task, reader.mode, root=args.corpus_dir,
                                suffixes=reader.suffixes, min_tokens=reader.min_tokens)
-  if not (args.stats or args.sample or args.read_steps):
+  if not (args.stats or args.sample or args.read_steps or args.repeats):
     return 0
   vocabulary = vocab_lib.get_vocabulary(args.task, args.vocab, args.vocab_size,
                                         data_dir=args.data_dir)
@@ -150,6 +187,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
                                         progress=not args.no_progress)
       result["splits"][split] = split_stats(cache)
+  if args.repeats:
+    result["repeats"] = {}
+    for split in splits:
+      cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
+                                        progress=not args.no_progress)
+      try:
+        result["repeats"][split] = split_repeats(cache, args.repeat_context,
+                                                 vocabulary.vocab_size, args.repeat_edges)
+      except ValueError as e:
+        raise SystemExit(f"--repeats: {e}") from None
   if args.sample:
     result["sample"] = {split: sample_segment(args.task, split, vocabulary,
                                               args.sample_length, args.data_dir)

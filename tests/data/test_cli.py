@@ -79,10 +79,39 @@ def test_read_steps_counts_what_the_training_stream_reads(capsys, tiny_task, dat
   assert 1 <= last["tokens"] <= 8
 
 
+def test_repeats_share_the_tokens_by_how_far_back_copying_finds_them(capsys, tiny_task,
+                                                                    data_dir):
+  from tests.data.test_repeats import naive_copy  # pylint: disable=g-import-not-at-top
+  result = run_cli(capsys, "--task", tiny_task, "--data_dir", str(data_dir), "--repeats",
+                   "--split", "train", "--repeat_context", "1", "--repeat_edges", "10,3")
+  found = result["repeats"]["train"]
+  # Brute force over the documents' bytes (copying does not depend on the ids' offset).
+  right, wrong, total = [0, 0, 0], [0, 0, 0], 0
+  for text in EXPECTED_TRAIN.values():
+    tokens = list(text.encode("utf-8"))
+    total += len(tokens)
+    for t in range(len(tokens)):
+      distance, correct = naive_copy(tokens, t, 1)
+      if distance > 0:
+        band = 0 if distance <= 3 else 1 if distance <= 10 else 2
+        (right if correct else wrong)[band] += 1
+  assert found["context"] == 1 and found["tokens"] == total
+  names = ["<=3", "3-10", ">10"]
+  assert [found["copied_right"][n] for n in names] == pytest.approx([c / total for c in right])
+  assert [found["copied_wrong"][n] for n in names] == pytest.approx([c / total for c in wrong])
+  assert sum(right) > 0 and sum(wrong) > 0
+  # Every token is counted once: without a guess, or guessed right or wrong in one band.
+  assert found["copied_right"]["none"] == found["copied_wrong"]["none"]
+  assert found["copied_right"]["none"] + (sum(right) + sum(wrong)) / total == pytest.approx(1)
+  assert sum(found["repeated"].values()) == pytest.approx(1)
+
+
 @pytest.mark.parametrize("argv,message", [
     (("--read_steps", "5", "--read_from", "5"), "--read_from must be in [0, --read_steps)"),
     (("--read_steps", "5", "--batch_size", "0"), "--batch_size and --segment_length must"),
-    (("--read_from", "2"), "nothing to do")])
+    (("--read_from", "2"), "nothing to do"),
+    (("--repeats", "--repeat_edges", "1,x"), "--repeat_edges must be comma-separated"),
+    (("--repeats", "--repeat_context", "-1"), "--repeat_context must be >= 0")])
 def test_read_steps_bad_arguments(capsys, argv, message):
   with pytest.raises(SystemExit) as raised:
     cli.main(list(argv))
