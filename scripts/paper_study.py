@@ -50,6 +50,10 @@ STDLIB_EVAL_BATCHES = None   # the whole validation split (11 packages, 140K tok
 # python_stdlib perplexity is also split by a token's position in its document at the
 # memory sizes: beyond 1.5K tokens only the larger memories hold the whole document.
 STDLIB_POSITION_EDGES = (1536, 8192, 32768)
+# ... and by how far back copying would find a target (the token after the most recent
+# earlier occurrence of its 4 preceding tokens; `memorizing_jax.data.repeats`): within
+# the segment and XL window (256), or only as far back as each memory size reaches.
+STDLIB_COPY_EDGES = (256, 1536, 8192, 32768)
 DEVICE = "CPU (2 shared cores), jax " + "{jax}"
 
 HEADER = """# Memorizing Transformers claims at small scale
@@ -95,6 +99,9 @@ class RunSpec:
   # Where the evaluation splits perplexity by position in the document (see
   # `evaluate.position_sums`); () for none.
   position_edges: Tuple[int, ...] = ()
+  # Where it splits perplexity by the distance copying would find a target at
+  # (see `evaluate.copy_source_sums`); () for none.
+  copy_edges: Tuple[int, ...] = ()
 
   def workdir(self, runs_dir: str) -> str:
     return os.path.join(runs_dir, self.study, self.run)
@@ -154,7 +161,8 @@ def plan() -> List[RunSpec]:
   s = dict(steps=SYNTHETIC_STEPS, batch_size=16, segment_length=64,
            eval_batches=SYNTHETIC_EVAL_BATCHES)
   p = dict(steps=STDLIB_STEPS, batch_size=STDLIB_BATCH_SIZE, segment_length=128,
-           eval_batches=STDLIB_EVAL_BATCHES, position_edges=STDLIB_POSITION_EDGES)
+           eval_batches=STDLIB_EVAL_BATCHES, position_edges=STDLIB_POSITION_EDGES,
+           copy_edges=STDLIB_COPY_EDGES)
   synthetic_xl = RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0,
                          True, **s)
   stdlib_xl = RunSpec("python_stdlib", "xl", "XL only", std + ("memory/xl_only.gin",), 0,
@@ -268,7 +276,8 @@ def evaluate(spec: RunSpec, runs_dir: str, step: Optional[int] = None) -> dict:
                        optimizer.OptimizerConfig, partitioner.MeshConfig, loop.TrainerConfig)
   return evaluate_lib.evaluate_run(spec.workdir(runs_dir), *configs,
                                    max_batches=spec.eval_batches,
-                                   position_edges=spec.position_edges, step=step)
+                                   position_edges=spec.position_edges, step=step,
+                                   copy_edges=spec.copy_edges)
 
 
 def rescore(spec: RunSpec, runs_dir: str, path: str) -> dict:

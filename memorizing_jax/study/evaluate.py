@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import flax.linen as nn
 import flax.traverse_util
@@ -31,6 +31,8 @@ import numpy as np
 from memorizing_jax.data import synthetic
 
 KINDS = (synthetic.DEFINITION, synthetic.NEAR, synthetic.FAR)
+# Tokens of context that copying (`repeats.copy_predictions`) matches by default.
+COPY_CONTEXT = 4
 
 
 @dataclasses.dataclass
@@ -117,26 +119,58 @@ def _top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
   return jnp.where(jnp.any(valid, axis=-1), top, -1)
 
 
-def position_sums(nll: np.ndarray, loss_mask: np.ndarray, token_offset: np.ndarray,
-                  edges: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-  """Loss and target counts of one batch per bucket of position in the document.
+def bucket_sums(nll: np.ndarray, loss_mask: np.ndarray, bucket: np.ndarray,
+                num_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+  """Loss and target counts of one batch per bucket.
 
   Args:
     nll: [batch, length] each target's negative log-likelihood.
     loss_mask: [batch, length] 1 on real targets.
-    token_offset: [batch] position in its document of each row's first target.
-    edges: increasing positions e_1 < ... < e_k; bucket 0 is [0, e_1), bucket i is
-      [e_i, e_{i+1}), bucket k is [e_k, inf).
+    bucket: [batch, length] int in [0, num_buckets), each target's bucket.
   Returns:
-    (loss sums [k + 1], target counts [k + 1]), both float64.
+    (loss sums [num_buckets], target counts [num_buckets]), both float64.
   """
-  length = nll.shape[1]
-  positions = np.asarray(token_offset, np.int64)[:, None] + np.arange(length)[None, :]
-  bucket = np.searchsorted(np.asarray(edges, np.int64), positions, side="right").ravel()
   mask = np.asarray(loss_mask, np.float64).ravel()
   weighted = np.asarray(nll, np.float64).ravel() * mask
-  return (np.bincount(bucket, weights=weighted, minlength=len(edges) + 1),
-          np.bincount(bucket, weights=mask, minlength=len(edges) + 1))
+  bucket = np.asarray(bucket).ravel()
+  return (np.bincount(bucket, weights=weighted, minlength=num_buckets),
+          np.bincount(bucket, weights=mask, minlength=num_buckets))
+
+
+def position_sums(nll: np.ndarray, loss_mask: np.ndarray, token_offset: np.ndarray,
+                  edges: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """`bucket_sums` by position in the document: bucket 0 is [0, e_1), bucket i is
+  [e_i, e_{i+1}), bucket k is [e_k, inf), for increasing `edges` e_1 < ... < e_k and
+  `token_offset` [batch], the position in its document of each row's first target."""
+  length = nll.shape[1]
+  positions = np.asarray(token_offset, np.int64)[:, None] + np.arange(length)[None, :]
+  bucket = np.searchsorted(np.asarray(edges, np.int64), positions, side="right")
+  return bucket_sums(nll, loss_mask, bucket, len(edges) + 1)
+
+
+def copy_source_sums(nll: np.ndarray, loss_mask: np.ndarray, document_id: np.ndarray,
+                     token_offset: np.ndarray, bands: Callable[[int], np.ndarray],
+                     num_bands: int) -> tuple[np.ndarray, np.ndarray]:
+  """`bucket_sums` by where copying would find each target (`repeats.copy_bands`):
+  bucket 0 where it would not find it, bucket k where it would, in distance band k.
+
+  Args:
+    document_id, token_offset: [batch] each row's document (-1: padding row) and the
+      position in it of the row's first target.
+    bands: document id -> [document length] its `repeats.copy_bands`. Targets past
+      the document's tokens (its end-of-document token) fall in bucket 0.
+    num_bands: len(edges) + 1 of those bands.
+  """
+  length = nll.shape[1]
+  bucket = np.zeros(nll.shape, np.int64)
+  for row, doc in enumerate(np.asarray(document_id).tolist()):
+    if doc < 0:
+      continue
+    doc_bands = bands(doc)
+    positions = int(token_offset[row]) + np.arange(length)
+    inside = positions < len(doc_bands)
+    bucket[row, inside] = doc_bands[positions[inside]]
+  return bucket_sums(nll, loss_mask, bucket, num_bands + 1)
 
 
 def position_buckets(loss_sums: np.ndarray, counts: np.ndarray, edges: Sequence[int]
@@ -144,9 +178,22 @@ def position_buckets(loss_sums: np.ndarray, counts: np.ndarray, edges: Sequence[
   """[{"start", "end" (None: no end), "tokens", "perplexity" (None: no tokens)}]."""
   bounds = [0, *edges, None]
   return [{"start": int(bounds[i]), "end": None if bounds[i + 1] is None else int(bounds[i + 1]),
-           "tokens": int(counts[i]),
-           "perplexity": math.exp(loss_sums[i] / counts[i]) if counts[i] else None}
+           "tokens": int(counts[i]), "perplexity": _perplexity(loss_sums[i], counts[i])}
           for i in range(len(edges) + 1)]
+
+
+def copy_source_buckets(loss_sums: np.ndarray, counts: np.ndarray, edges: Sequence[int]
+                        ) -> List[Dict[str, Any]]:
+  """Like `position_buckets` for `copy_source_sums`: first {"start": None, "end": None}
+  for targets copying would not find, then the distance bands (0, e_1], ..., (e_k, inf)
+  (as "start", "end")."""
+  none = {"start": None, "end": None, "tokens": int(counts[0]),
+          "perplexity": _perplexity(loss_sums[0], counts[0])}
+  return [none] + position_buckets(loss_sums[1:], counts[1:], edges)
+
+
+def _perplexity(loss_sum: float, count: float) -> Optional[float]:
+  return math.exp(loss_sum / count) if count else None
 
 
 def make_eval_apply(model: nn.Module):
@@ -170,23 +217,28 @@ def make_eval_apply(model: nn.Module):
 
 def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh_config,
                  trainer_config, max_batches: Optional[int] = None,
-                 position_edges: Sequence[int] = (), step: Optional[int] = None
+                 position_edges: Sequence[int] = (), step: Optional[int] = None,
+                 copy_edges: Sequence[int] = (), copy_context: int = COPY_CONTEXT
                  ) -> Dict[str, Any]:
   """Scores the checkpoint of `workdir` at `step` (default: the latest) on the eval split.
 
   Args:
     position_edges: increasing positions in the document (tokens before a target);
       when given, the result also splits perplexity by them (see `position_sums`).
+    copy_edges: increasing distances; when given, the result also splits perplexity
+      by how far back copying after the most recent occurrence of the target's
+      `copy_context` preceding tokens would find it (see `copy_source_sums`).
   Returns:
     {"step", "perplexity", "loss", "accuracy", "tokens"}; with position_edges,
-    "by_position" (see `position_buckets`); on the synthetic
+    "by_position" (see `position_buckets`); with copy_edges, "by_copy_source" (see
+    `copy_source_buckets`) and "copy_context"; on the synthetic
     task, "accuracy_<kind>" and "count_<kind>" per kind, "chance", and for models
     with memory "far_retrieval_hit_rate".
   """
   edges = list(position_edges)
-  if edges != sorted(set(edges)) or any(e <= 0 for e in edges):
-    raise ValueError(f"position_edges must be increasing positive positions, got "
-                     f"{tuple(position_edges)}")
+  for name, values in (("position_edges", edges), ("copy_edges", list(copy_edges))):
+    if values != sorted(set(values)) or any(e <= 0 for e in values):
+      raise ValueError(f"{name} must be increasing and positive, got {tuple(values)}")
   from memorizing_jax.train import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
@@ -230,6 +282,9 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
   loss_sum = tokens = correct = 0.0
   bucket_loss = np.zeros(len(edges) + 1)
   bucket_tokens = np.zeros(len(edges) + 1)
+  copy_loss = np.zeros(len(copy_edges) + 2)
+  copy_tokens = np.zeros(len(copy_edges) + 2)
+  bands = _copy_bands_of_split(data_config, vocabulary, copy_context, copy_edges)
   for i, batch in enumerate(stream):
     if max_batches is not None and i >= max_batches:
       break
@@ -246,6 +301,12 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
                                                batch["token_offset"], edges)
       bucket_loss += batch_loss
       bucket_tokens += batch_tokens
+    if copy_edges:
+      batch_loss, batch_tokens = copy_source_sums(
+          sums["nll"], batch["loss_mask"], batch["document_id"], batch["token_offset"],
+          bands, len(copy_edges) + 1)
+      copy_loss += batch_loss
+      copy_tokens += batch_tokens
     if reader is not None:
       count_recalls(counts, np.asarray(predictions), batch["document_id"],
                     batch["token_offset"], recalls, model_config.segment_length,
@@ -256,6 +317,9 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
             "accuracy": correct / max(tokens, 1.0), "tokens": int(tokens)}
   if edges:
     result["by_position"] = position_buckets(bucket_loss, bucket_tokens, edges)
+  if copy_edges:
+    result["by_copy_source"] = copy_source_buckets(copy_loss, copy_tokens, copy_edges)
+    result["copy_context"] = copy_context
   if reader is not None:
     for kind in KINDS:
       result[f"accuracy_{kind}"] = counts.accuracy(kind)
@@ -263,6 +327,27 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
     result["chance"] = synthetic.CHANCE
     result["far_retrieval_hit_rate"] = counts.retrieval_hit_rate()
   return result
+
+
+def _copy_bands_of_split(data_config, vocabulary, context: int, edges: Sequence[int]
+                         ) -> Callable[[int], np.ndarray]:
+  """document id of the eval split -> its `repeats.copy_bands` (computed once each)."""
+  from memorizing_jax.data import repeats  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import token_cache  # pylint: disable=g-import-not-at-top
+  cache = None
+  computed: Dict[int, np.ndarray] = {}
+
+  def bands(document_id: int) -> np.ndarray:
+    nonlocal cache
+    if cache is None:
+      cache = token_cache.load_or_build(data_config.task, data_config.eval_split,
+                                        vocabulary, data_config.data_dir, progress=False)
+    if document_id not in computed:
+      computed[document_id] = repeats.copy_bands(cache.document(document_id), context,
+                                                 vocabulary.vocab_size, edges)
+    return computed[document_id]
+
+  return bands
 
 
 def _synthetic_reader(task: str) -> Optional[synthetic.SyntheticReader]:

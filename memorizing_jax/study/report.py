@@ -19,12 +19,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 Record = Dict[str, Any]
 # How far above chance "near chance" may be, in accuracy.
 NEAR_CHANCE_MARGIN = 0.05
 SYNTHETIC_TARGET = 0.90
+COPY_NOTE = (
+    "By copy source: the validation targets split by whether copying the token that "
+    "followed the most recent earlier occurrence of their {context} preceding tokens "
+    "in the document would predict them, and how far back that occurrence lies. Within "
+    "256 tokens the segment and XL window can see it; further back only a memory of "
+    "that reach holds it, so this is where a memory can help most.")
 POSITION_NOTE = (
     "By position in the document: perplexity of the validation targets preceded by "
     "that many tokens of their document, and its change from XL only. Below 1.5K "
@@ -110,39 +116,55 @@ def _bucket_label(bucket: Record) -> str:
   return f"{_tokens(bucket['start'])}–{_tokens(bucket['end'])}"
 
 
-def _position_rows(records: Sequence[Record]) -> tuple[List[Record], Optional[Record]]:
-  """The python_stdlib records split by position, and among them XL only (or None)."""
-  rows = [r for r in records if r["study"] == "python_stdlib" and r.get("by_position")]
+def _split_rows(records: Sequence[Record], key: str = "by_position"
+                ) -> tuple[List[Record], Optional[Record]]:
+  """The python_stdlib records with the split `key`, and among them XL only (or None)."""
+  rows = [r for r in records if r["study"] == "python_stdlib" and r.get(key)]
   return rows, _by_run(rows, "python_stdlib").get("xl")
 
 
-def _changes(record: Record, base: Optional[Record]) -> List[Optional[float]]:
-  """Per position band, the % change of `record`'s perplexity from `base`'s (None where
-  either has no figure, or there is no base)."""
-  reference = {b["start"]: b["perplexity"] for b in (base or {}).get("by_position", [])}
+def _changes(record: Record, base: Optional[Record], key: str = "by_position"
+             ) -> List[Optional[float]]:
+  """Per bucket of the split `key`, the % change of `record`'s perplexity from `base`'s
+  (None where either has no figure, or there is no base)."""
+  reference = {(b["start"], b["end"]): b["perplexity"] for b in (base or {}).get(key, [])}
   changes = []
-  for b in record["by_position"]:
-    q = reference.get(b["start"])
+  for b in record[key]:
+    q = reference.get((b["start"], b["end"]))
     changes.append(None if b["perplexity"] is None or not q
                    else 100 * (b["perplexity"] / q - 1))
   return changes
 
 
-def stdlib_position_table(records: Sequence[Record]) -> str:
-  """Markdown: python_stdlib perplexity by a token's position in its document, each
-  cell also as a change from XL only; "" when no record has the split."""
-  rows, base = _position_rows(records)
+def _split_table(records: Sequence[Record], key: str, column: Callable[[Record], str]) -> str:
+  """Markdown: python_stdlib perplexity per bucket of the split `key` (column headers
+  from `column`), each cell also as a change from XL only; "" when no record has it."""
+  rows, base = _split_rows(records, key)
   if not rows:
     return ""
-  buckets = rows[0]["by_position"]
-  lines = ["| model | " + " | ".join(f"tokens {_bucket_label(b)}" for b in buckets) + " |",
+  buckets = rows[0][key]
+  lines = ["| model | " + " | ".join(column(b) for b in buckets) + " |",
            "|---|" + "---:|" * len(buckets),
            "| targets | " + " | ".join(str(b["tokens"]) for b in buckets) + " |"]
   for r in rows:
     cells = [_fmt(b["perplexity"], 2) + ("" if c is None else f" ({c:+.1f}%)")
-             for b, c in zip(r["by_position"], _changes(r, base))]
+             for b, c in zip(r[key], _changes(r, base, key))]
     lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def stdlib_position_table(records: Sequence[Record]) -> str:
+  """python_stdlib perplexity by a token's position in its document (`_split_table`)."""
+  return _split_table(records, "by_position", lambda b: f"tokens {_bucket_label(b)}")
+
+
+def stdlib_copy_table(records: Sequence[Record]) -> str:
+  """python_stdlib perplexity by how far back copying would find a token (`_split_table`)."""
+  def column(bucket: Record) -> str:
+    if bucket["start"] is None:
+      return "not found by copying"
+    return f"copied from {_bucket_label(bucket)} back"
+  return _split_table(records, "by_copy_source", column)
 
 
 def check_claims(records: Sequence[Record]) -> List[Claim]:
@@ -270,7 +292,7 @@ def plot_perplexity(records: Sequence[Record], path: str) -> bool:
 def plot_position(records: Sequence[Record], path: str) -> bool:
   """Perplexity change from XL only by position in the document (python_stdlib), one
   line per model; False when the records lack the split or an XL-only run."""
-  rows, base = _position_rows(records)
+  rows, base = _split_rows(records)
   if base is None:
     return False
   fig, ax = _pyplot().subplots(figsize=(7, 4))
@@ -308,6 +330,11 @@ def plot_synthetic(records: Sequence[Record], path: str) -> bool:
                None, "accuracy on recalled values")
 
 
+def _copy_context(records: Sequence[Record]) -> str:
+  contexts = sorted({str(r["copy_context"]) for r in records if "copy_context" in r})
+  return " or ".join(contexts) or "?"
+
+
 def write_report(records: Sequence[Record], out_dir: str, header: str = "") -> str:
   """Writes `results.md` and the plots under `out_dir`; returns the markdown path."""
   os.makedirs(out_dir, exist_ok=True)
@@ -317,6 +344,7 @@ def write_report(records: Sequence[Record], out_dir: str, header: str = "") -> s
   if plot_perplexity(records, os.path.join(out_dir, "perplexity_vs_memory.png")):
     plots.append("![perplexity against memory size](perplexity_vs_memory.png)")
   position_table = stdlib_position_table(records)
+  copy_table = stdlib_copy_table(records)
   position_plot = ""
   if plot_position(records, os.path.join(out_dir, "perplexity_by_position.png")):
     position_plot = "![perplexity by position in the document](perplexity_by_position.png)"
@@ -325,6 +353,7 @@ def write_report(records: Sequence[Record], out_dir: str, header: str = "") -> s
            "## Synthetic recall", synthetic_table(records),
            "## python_stdlib", stdlib_table(records), *plots,
            position_table and POSITION_NOTE, position_table, position_plot,
+           copy_table and COPY_NOTE.format(context=_copy_context(records)), copy_table,
            f"Device: {', '.join(devices) or '—'}.",
            "## Commands", "\n".join(
                f"- `{r['study']}/{r['run']}` (code {', '.join(r.get('code_commits') or ['?'])}):"

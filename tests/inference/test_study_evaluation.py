@@ -1,5 +1,6 @@
 """The study's evaluation (`memorizing_jax.study.evaluate.evaluate_run`) on the shared
-tiny run: choosing a checkpoint, and the split by position in the document."""
+tiny run: choosing a checkpoint, and the splits by position in the document and by
+where copying would find a target."""
 import math
 import os
 
@@ -57,3 +58,46 @@ def test_position_split_adds_up_to_the_whole(scored):
   assert sum(b["tokens"] for b in buckets) == latest["tokens"]
   total = sum(b["tokens"] * math.log(b["perplexity"]) for b in buckets if b["tokens"])
   assert total / latest["tokens"] == pytest.approx(latest["loss"], rel=1e-6)
+
+
+def test_copy_source_split_counts_what_a_brute_force_copy_finds(scored, trained_workdir):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
+  from tests.data.test_repeats import naive_copy  # pylint: disable=g-import-not-at-top
+  configs, latest, _ = scored
+  model_config, data_config = configs[:2]
+  assert "by_copy_source" not in latest
+  # 8 batches: positions 0-127 of the first 8 documents, past their 24 definitions
+  # (72 characters) into uses that repeat an earlier statement.
+  batches = 8
+  scores = evaluate.evaluate_run(trained_workdir, *configs, max_batches=batches,
+                                 copy_edges=(8, 24), copy_context=2)
+  buckets = scores["by_copy_source"]
+  assert scores["copy_context"] == 2
+  assert [(b["start"], b["end"]) for b in buckets] == [
+      (None, None), (0, 8), (8, 24), (24, None)]
+  # The same 3 eval batches, each target found in its document's text (byte id + 3).
+  texts = [d.text for d in evaluate._synthetic_reader(data_config.task).documents(  # pylint: disable=protected-access
+      data_config.eval_split)]
+  stream = inputs.make_stream(data_config, model_config.segment_length,
+                              inputs.load_vocabulary(data_config), mode="eval")
+  expected = [0, 0, 0, 0]
+  for _, batch in zip(range(batches), stream):
+    for row, doc in enumerate(batch["document_id"].tolist()):
+      if doc < 0:
+        continue
+      tokens = [b + 3 for b in texts[doc].encode("utf-8")]
+      for j in np.flatnonzero(batch["loss_mask"][row]):
+        t = int(batch["token_offset"][row]) + int(j)
+        if t >= len(tokens):  # the end-of-document target
+          expected[0] += 1
+          continue
+        assert batch["targets"][row, j] == tokens[t]
+        distance, correct = naive_copy(tokens, t, 2)
+        band = 0 if not correct else 1 if distance <= 8 else 2 if distance <= 24 else 3
+        expected[band] += 1
+  assert [b["tokens"] for b in buckets] == expected
+  assert all(expected)  # every bucket is exercised
+  total = sum(b["tokens"] * math.log(b["perplexity"]) for b in buckets if b["tokens"])
+  assert total / scores["tokens"] == pytest.approx(scores["loss"], rel=1e-6)

@@ -103,3 +103,22 @@ def test_position_table_and_plot(tmp_path):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   # Without an XL-only record there is nothing to compare with: no plot.
   assert not report.plot_position(records[1:], str(tmp_path / "none.png"))
+
+
+def test_copy_source_table(tmp_path):
+  def with_copies(record, *perplexities):
+    bounds = [(None, None), (0, 256), (256, None)]
+    record["by_copy_source"] = [dict(start=s, end=e, tokens=50 * (i + 1), perplexity=p)
+                                for i, ((s, e), p) in enumerate(zip(bounds, perplexities))]
+    record["copy_context"] = 4
+    return record
+  records = [with_copies(_std("xl", 0, 8.0), 20.0, 2.0, 5.0),
+             with_copies(_std("xl_mem8k", 8192, 7.0), 21.0, 2.0, 4.0)]
+  lines = report.stdlib_copy_table(records).splitlines()
+  assert lines[0] == ("| model | not found by copying | copied from 0–256 back | "
+                      "copied from 256+ back |")
+  assert lines[2] == "| targets | 50 | 100 | 150 |"
+  assert lines[4] == "| label xl_mem8k | 21.00 (+5.0%) | 2.00 (+0.0%) | 4.00 (-20.0%) |"
+  assert report.stdlib_copy_table(STD_OK) == ""
+  text = open(report.write_report(records, str(tmp_path))).read()
+  assert "their 4 preceding tokens" in text and lines[4] in text
