@@ -60,9 +60,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument("--seed", type=int, default=0,
                       help="with --read_steps: the stream's seed (inputs.DataConfig.seed)")
   parser.add_argument("--repeats", action="store_true",
-                      help="print the share of tokens whose n-gram last occurred earlier in "
-                           "the document within each band of distances (--repeat_edges): "
-                           "what a window or memory of that reach could copy")
+                      help="print, per band of distances (--repeat_edges), the share of "
+                           "tokens whose n-gram last occurred that far back in the document, "
+                           "and of tokens that copying (the token after the latest earlier "
+                           "occurrence of the same context) predicts right or wrong from that "
+                           "far back: what a window or memory of that reach could copy")
   parser.add_argument("--repeat_context", type=int, default=4,
                       help="with --repeats: tokens of context before the repeated token")
   parser.add_argument("--repeat_edges", default="256,1536,8192,32768",
