@@ -102,12 +102,14 @@ class RunSpec:
   # Where it splits perplexity by the distance copying would find a target at
   # (see `evaluate.copy_source_sums`); () for none.
   copy_edges: Tuple[int, ...] = ()
+  # Bindings given to every run of the study (`--gin_param`), before the run's own.
+  extra_gin_params: Tuple[str, ...] = ()
 
   def workdir(self, runs_dir: str) -> str:
     return os.path.join(runs_dir, self.study, self.run)
 
   def gin_params(self, runs_dir: str) -> List[str]:
-    params = [f"loop.TrainerConfig.total_steps={self.steps}"]
+    params = list(self.extra_gin_params) + [f"loop.TrainerConfig.total_steps={self.steps}"]
     if self.init_from_run:
       source = os.path.join(runs_dir, self.study, self.init_from_run)
       params.append(f"loop.train.init_from='{source}'")
@@ -154,15 +156,17 @@ def finetune(source: RunSpec, run: str, label: str, gin_files: Tuple[str, ...],
                              learning_rate=final_learning_rate(source))
 
 
-def plan() -> List[RunSpec]:
-  """Every run, in the order they are trained (what the claims need first)."""
+def plan(gin_params: Sequence[str] = ()) -> List[RunSpec]:
+  """Every run, in the order they are trained (what the claims need first), each with
+  the extra gin bindings `gin_params`."""
   syn = ("gin/study/synthetic.gin",)
   std = ("gin/study/stdlib.gin",)
+  extra = dict(extra_gin_params=tuple(gin_params))
   s = dict(steps=SYNTHETIC_STEPS, batch_size=16, segment_length=64,
-           eval_batches=SYNTHETIC_EVAL_BATCHES)
+           eval_batches=SYNTHETIC_EVAL_BATCHES, **extra)
   p = dict(steps=STDLIB_STEPS, batch_size=STDLIB_BATCH_SIZE, segment_length=128,
            eval_batches=STDLIB_EVAL_BATCHES, position_edges=STDLIB_POSITION_EDGES,
-           copy_edges=STDLIB_COPY_EDGES)
+           copy_edges=STDLIB_COPY_EDGES, **extra)
   synthetic_xl = RunSpec("synthetic", "xl", "XL only", syn + ("memory/xl_only.gin",), 0,
                          True, **s)
   stdlib_xl = RunSpec("python_stdlib", "xl", "XL only", std + ("memory/xl_only.gin",), 0,
@@ -304,6 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="only these runs of the study (names as in the table's records)")
   parser.add_argument("--runs_dir", default=os.path.join(ROOT, "runs", "study"))
   parser.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
+  parser.add_argument("--gin_param", action="append", default=[],
+                      help="a gin binding for every run (repeatable), e.g. to run the study "
+                           "at another learning rate; use with its own --runs_dir and --out")
   parser.add_argument("--report_only", action="store_true")
   parser.add_argument("--rescore", action="store_true",
                       help="score again the selected runs that have a record (e.g. after "
@@ -314,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            "move its figures; records are left as they are")
   args = parser.parse_args(argv)
 
-  specs = plan()
+  specs = plan(args.gin_param)
   todo = [s for s in specs if args.study in ("all", s.study)
           and (args.runs is None or s.run in args.runs)]
   if args.score_step is not None:

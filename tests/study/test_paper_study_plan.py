@@ -58,3 +58,21 @@ def test_each_runs_recorded_shape_is_the_one_its_gin_trains_with(paper_study):
     memory_slots = model.memory_slots if model.knn_layers else 0
     assert (data.batch_size, model.segment_length, memory_slots, model.use_xl_cache) == (
         spec.batch_size, spec.segment_length, spec.memory_slots, spec.xl), (spec.study, spec.run)
+
+
+def test_gin_params_for_every_run_reach_the_fine_tunes_rate(paper_study):
+  """`--gin_param` bindings go to every run, before its own: at a peak rate of 0.03 the
+  fine-tune continues at 0.03, the rate its source ended with."""
+  binding = "optimizer.ScheduleConfig.peak_learning_rate=0.03"
+  runs = {(s.study, s.run): s for s in paper_study.plan([binding])}
+  source = runs[("python_stdlib", "xl")]
+  assert source.gin_params("r")[0] == binding
+  assert f"--gin_param={binding}" in source.command("r")
+  tuned = runs[("python_stdlib", "xl_finetune_mem8k")]
+  assert tuned.learning_rate == pytest.approx(0.03)
+  params = tuned.gin_params("r")
+  assert params[0] == binding and params[-3:] == [
+      "optimizer.ScheduleConfig.peak_learning_rate=0.03",
+      "optimizer.ScheduleConfig.warmup_steps=0",
+      "optimizer.ScheduleConfig.decay='constant'"]
+  assert runs[("synthetic", "xl_finetune_mem")].learning_rate == pytest.approx(0.03)
