@@ -65,7 +65,7 @@ def copy_predictions(tokens: np.ndarray, context: int, vocab_size: int
   tokens = np.asarray(tokens)
   # Keys of the `context` tokens ending at each position e >= context - 1; the guess for
   # token e + 1 is the token after the previous occurrence.
-  keys = ngram_keys(tokens[:-1], context - 1, vocab_size) if len(tokens) else np.zeros(0)
+  keys = ngram_keys(tokens[:-1], context - 1, vocab_size)
   distance = _previous_occurrence(keys, len(tokens), context)
   correct = np.zeros(len(tokens), bool)
   found = np.flatnonzero(distance != NO_REPEAT)
@@ -86,6 +86,12 @@ def _previous_occurrence(keys: np.ndarray, length: int, first: int) -> np.ndarra
   return distances
 
 
+def distance_band(distances: np.ndarray, edges: Sequence[int]) -> np.ndarray:
+  """[...] int band of each positive distance: 0 for (0, e_1], 1 for (e_1, e_2], ...,
+  len(edges) beyond e_K."""
+  return np.searchsorted(np.asarray(edges, np.int64), distances, side="left")
+
+
 def band_shares(distances: np.ndarray, edges: Sequence[int],
                 where: Optional[np.ndarray] = None) -> Dict[str, float]:
   """Share of all tokens whose distance lies in each band of `edges` ("<=e0", "e0-e1",
@@ -94,24 +100,18 @@ def band_shares(distances: np.ndarray, edges: Sequence[int],
   total = max(len(distances), 1)
   selected = np.ones(len(distances), bool) if where is None else np.asarray(where, bool)
   found = distances[selected & (distances != NO_REPEAT)]
+  counts = np.bincount(distance_band(found, edges), minlength=len(edges) + 1)
+  bounds = [0, *edges]
+  names = [f"<={high}" if low == 0 else f"{low}-{high}"
+           for low, high in zip(bounds[:-1], bounds[1:])] + [f">{bounds[-1]}"]
   shares = {"none": float((distances == NO_REPEAT).sum() / total)}
-  bounds = [0, *edges, None]
-  for low, high in zip(bounds[:-1], bounds[1:]):
-    above = found > low
-    inside = above if high is None else above & (found <= high)
-    if high is None:
-      name = f">{low}"
-    else:
-      name = f"<={high}" if low == 0 else f"{low}-{high}"
-    shares[name] = float(inside.sum() / total)
+  shares.update((name, float(count / total)) for name, count in zip(names, counts))
   return shares
 
 
 def copy_bands(tokens: np.ndarray, context: int, vocab_size: int, edges: Sequence[int]
                ) -> np.ndarray:
   """[len(tokens)] int: 0 where copying (`copy_predictions`) guesses the token wrong or
-  has no guess; else 1 + the band of the copy's distance: 1 for (0, e_1], 2 for
-  (e_1, e_2], ..., len(edges) + 1 beyond e_K."""
+  has no guess; else 1 + the `distance_band` of the copy's distance."""
   distance, correct = copy_predictions(tokens, context, vocab_size)
-  band = 1 + np.searchsorted(np.asarray(edges, np.int64), distance, side="left")
-  return np.where(correct, band, 0)
+  return np.where(correct, 1 + distance_band(distance, edges), 0)
