@@ -21,11 +21,11 @@ times are what they took on the 2-core CPU of the session that made docs/results
 with two or three runs at once):
   synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~5-10 min each), plus
                  the fine-tune: SYNTHETIC_STEPS / 10 steps from the XL-only run
-  python_stdlib  5 runs x STDLIB_STEPS steps of STDLIB_BATCH_SIZE x 128 tokens (~18 min
-                 without memory, ~47 min with 32K), plus the fine-tune and its
+  python_stdlib  5 runs x STDLIB_STEPS steps of STDLIB_BATCH_SIZE x 128 tokens (~12 min
+                 without memory or XL, 30-47 min with XL), plus the fine-tune and its
                  control: STDLIB_STEPS / 10 steps each from the XL-only run; each scored
                  on the whole validation split (11 packages, 140K tokens; a few minutes).
-About 2.8 hours of training in all on that CPU (the sum of `train min` in the report).
+About 3.3 hours of training in all on that CPU (the sum of `train min` in the report).
 """
 from __future__ import annotations
 
