@@ -18,7 +18,7 @@ over the invocations in `<workdir>/study_time.json`.
 
 Budgets (fixed step counts, so results do not depend on the machine's load; the
 times are what they took on the 2-core CPU of the session that made docs/results, often
-with two or three runs at once):
+with two to four runs at once):
   synthetic      3 runs x SYNTHETIC_STEPS steps of 16 x 64 tokens (~5-10 min each), plus
                  the fine-tune: SYNTHETIC_STEPS / 10 steps from the XL-only run
   python_stdlib  5 runs x STDLIB_STEPS steps of STDLIB_BATCH_SIZE x 128 tokens (~12 min
