@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from memorizing_jax.data import repeats  # numpy only, cheap
+
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 
 
@@ -65,7 +67,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                            "and of tokens that copying (the token after the latest earlier "
                            "occurrence of the same context) predicts right or wrong from that "
                            "far back: what a window or memory of that reach could copy")
-  parser.add_argument("--repeat_context", type=int, default=4,
+  parser.add_argument("--repeat_context", type=int, default=repeats.COPY_CONTEXT,
                       help="with --repeats: tokens of context before the repeated token")
   parser.add_argument("--repeat_edges", default="256,1536,8192,32768",
                       help="with --repeats: comma-separated distance band edges, e.g. the "
@@ -121,7 +123,6 @@ def split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) ->
   the share of tokens whose (context + 1)-gram occurred before ("repeated"), and of
   tokens that copying the successor of the context's most recent occurrence would
   predict right ("copied_right") or wrong ("copied_wrong"); see `data.repeats`."""
-  from memorizing_jax.data import repeats  # pylint: disable=g-import-not-at-top
   documents = [cache.document(i) for i in range(cache.num_documents)]
   joined = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0,), np.int64)
   repeated = joined([repeats.repeat_distances(d, context, vocab_size) for d in documents])
@@ -185,15 +186,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   splits = args.split or ["train", "validation", "test"]
   if args.stats:
     result["splits"] = {}
-    for split in splits:
-      cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
-                                        progress=not args.no_progress)
-      result["splits"][split] = split_stats(cache)
   if args.repeats:
     result["repeats"] = {}
-    for split in splits:
-      cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
-                                        progress=not args.no_progress)
+  for split in splits if args.stats or args.repeats else ():
+    cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
+                                      progress=not args.no_progress)
+    if args.stats:
+      result["splits"][split] = split_stats(cache)
+    if args.repeats:
       try:
         result["repeats"][split] = split_repeats(cache, args.repeat_context,
                                                  vocabulary.vocab_size, args.repeat_edges)

@@ -15,6 +15,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 NO_REPEAT = -1
+# Tokens of context that copying (`copy_predictions`) matches unless told otherwise.
+COPY_CONTEXT = 4
 
 
 def ngram_keys(tokens: np.ndarray, context: int, vocab_size: int) -> np.ndarray:

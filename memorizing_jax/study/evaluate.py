@@ -28,11 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memorizing_jax.data import repeats
 from memorizing_jax.data import synthetic
 
 KINDS = (synthetic.DEFINITION, synthetic.NEAR, synthetic.FAR)
-# Tokens of context that copying (`repeats.copy_predictions`) matches by default.
-COPY_CONTEXT = 4
 
 
 @dataclasses.dataclass
@@ -218,7 +217,7 @@ def make_eval_apply(model: nn.Module):
 def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh_config,
                  trainer_config, max_batches: Optional[int] = None,
                  position_edges: Sequence[int] = (), step: Optional[int] = None,
-                 copy_edges: Sequence[int] = (), copy_context: int = COPY_CONTEXT
+                 copy_edges: Sequence[int] = (), copy_context: int = repeats.COPY_CONTEXT
                  ) -> Dict[str, Any]:
   """Scores the checkpoint of `workdir` at `step` (default: the latest) on the eval split.
 
@@ -332,7 +331,6 @@ def evaluate_run(workdir: str, model_config, data_config, optimizer_config, mesh
 def _copy_bands_of_split(data_config, vocabulary, context: int, edges: Sequence[int]
                          ) -> Callable[[int], np.ndarray]:
   """document id of the eval split -> its `repeats.copy_bands` (computed once each)."""
-  from memorizing_jax.data import repeats  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import token_cache  # pylint: disable=g-import-not-at-top
   cache = None
   computed: Dict[int, np.ndarray] = {}
