@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from memorizing_jax import memory
+from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
 
 NEG_INF = -1e30
@@ -68,8 +69,17 @@ class MemoryMix(nn.Module):
     """
     cfg = self.config
     state = memory.reset(memory_state, start_of_sequence)
-    found = memory.lookup(state, queries, cfg.knn_k, method=cfg.lookup_method,
-                          recall_target=cfg.recall_target)
+    # The memory stays on its shards: each device searches and writes its own rows
+    # and heads (see memory/shard_local.py).
+    placement = axes.ambient_spec(axes.MEMORY_AXES, state.keys.shape)
+    if query_offset is None:
+      found, new_state = memory.lookup_then_write(
+          state, queries, keys, values, cfg.knn_k, method=cfg.lookup_method,
+          recall_target=cfg.recall_target, placement=placement)
+    else:  # decoding reads the memory only; the segment is written when it completes
+      found = memory.lookup_in_place(state, queries, cfg.knn_k, method=cfg.lookup_method,
+                                     recall_target=cfg.recall_target, placement=placement)
+      new_state = memory_state
     logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], NEG_INF)
     weights = jnp.where(found.valid, jax.nn.softmax(logits, axis=-1), 0.0)
     retrieved_values = jax.lax.stop_gradient(found.values).astype(local_out.dtype)
@@ -83,24 +93,9 @@ class MemoryMix(nn.Module):
     gate = jax.nn.sigmoid(gate_bias)
     g = gate[None, :, None, None].astype(local_out.dtype)
     out = g * memory_out + (1 - g) * local_out
-    if query_offset is not None:
-      if self.is_mutable_collection(DIAGNOSTICS):
-        self._sow_diagnostics(gate, memory_out, local_out, state, found, weights, query_offset)
-      return out, memory_state
-
-    # Every read of the memory must finish before the write updates it in place, or
-    # XLA keeps the old memory readable by copying all of it (twice) every step.
-    # Optimisation barriers are dropped early on CPU, so make the write's slot
-    # indices depend on the lookup's results instead: `count` below equals
-    # state.count, but XLA cannot prove it and so orders the lookup first.
-    probe = jax.lax.stop_gradient(found.scores[:, 0, 0, 0]) + found.values[:, 0, 0, 0, 0]
-    probe = probe.astype(jnp.float32) + found.positions[:, 0, 0, 0].astype(jnp.float32)
-    state = state.replace(count=jnp.minimum(state.count + jnp.isnan(probe).astype(jnp.int32),
-                                            state.count))
-    new_state = memory.write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values))
-
     if self.is_mutable_collection(DIAGNOSTICS):  # computed only when asked for
-      self._sow_diagnostics(gate, memory_out, local_out, state, found, weights)
+      self._sow_diagnostics(gate, memory_out, local_out, state, found, weights,
+                            0 if query_offset is None else query_offset)
     return out, new_state
 
   def _sow_diagnostics(self, gate, memory_out, local_out, state, found, weights,

@@ -1,37 +1,22 @@
 """Logical axis names -> mesh axes, and the shardings of params, state and inputs.
 
 Parameters carry logical names through `nn.with_logical_partitioning`; the state's
-names come from `state.state_logical_axes`. One rule list (t5x / MaxText style)
-maps them onto a mesh with axes `data` and `model`.
+names come from `state.state_logical_axes`. The rule list that maps them onto a
+mesh with axes `data` and `model` lives in `axes`.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from memorizing_jax.model.axes import DEFAULT_LOGICAL_AXIS_RULES, Rules
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.state import ModelState, init_state, state_logical_axes
 from memorizing_jax.model.transformer import MemorizingTransformer
-
-Rules = Sequence[Tuple[str, Optional[str]]]
-
-# Batch rows over `data`; heads, MLP and vocabulary over `model` (Megatron-style);
-# the memory follows its heads, so each device looks up in its own heads' memories.
-DEFAULT_LOGICAL_AXIS_RULES: Rules = (
-    ("batch", "data"),
-    ("length", None),
-    ("embed", None),
-    ("heads", "model"),
-    ("kv", None),
-    ("mlp", "model"),
-    ("vocab", "model"),
-    ("memory_slots", None),
-    ("relpos_buckets", None),
-)
 
 
 def logical_to_shardings(logical_tree: Any, mesh: Mesh,

@@ -18,6 +18,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from memorizing_jax.model import axes
+
 MESH_AXES = ("data", "model")
 LogicalRules = Tuple[Tuple[str, Any], ...]
 
@@ -66,8 +68,7 @@ class MeshConfig:
 
 
 def default_logical_axis_rules() -> LogicalRules:
-  from memorizing_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  return tuple(partitioning.DEFAULT_LOGICAL_AXIS_RULES)
+  return tuple(axes.DEFAULT_LOGICAL_AXIS_RULES)
 
 
 class Partitioner:
@@ -81,10 +82,7 @@ class Partitioner:
       logging.warning("Mesh uses %d of %d devices (data=%d, model=%d)", data * model,
                       len(devices), data, model)
       devices = devices[:data * model]
-    if len(devices) == len(jax.devices()):
-      device_array = mesh_utils.create_device_mesh((data, model), devices=devices)
-    else:
-      device_array = np.asarray(devices).reshape(data, model)
+    device_array = _device_array(devices, (data, model))
     self.mesh = Mesh(device_array, MESH_AXES)  # Auto axis types by default
     self.rules: LogicalRules = (config.logical_axis_rules
                                 if config.logical_axis_rules is not None
@@ -93,6 +91,10 @@ class Partitioner:
   @property
   def data_parallelism(self) -> int:
     return self.mesh.shape["data"]
+
+  def in_mesh(self, fn):
+    """`fn` traced with this mesh and these rules in context (see `axes.in_mesh`)."""
+    return axes.in_mesh(fn, self.mesh, self.rules)
 
   def sharding(self, logical_spec: PartitionSpec) -> NamedSharding:
     """The sharding of one array whose axes have the given logical names."""
@@ -109,18 +111,11 @@ class Partitioner:
     that dimension is replicated, and the log says so.
     """
     def fit_one(sharding, leaf):
-      spec = tuple(sharding.spec) + (None,) * (len(leaf.shape) - len(sharding.spec))
-      fitted = []
-      for size, entry in zip(leaf.shape, spec):
-        axes = () if entry is None else (tuple(entry) if isinstance(entry, (tuple, list))
-                                         else (entry,))
-        devices = math.prod(self.mesh.shape[a] for a in axes)
-        if axes and size % devices:
-          logging.warning("dimension of size %d of an array of shape %s does not divide over "
-                          "mesh axes %s: replicated instead", size, leaf.shape, axes)
-          entry = None
-        fitted.append(entry)
-      return NamedSharding(self.mesh, PartitionSpec(*fitted))
+      spec, dropped = axes.fit_spec(sharding.spec, leaf.shape, dict(self.mesh.shape))
+      for size, mesh_axes in dropped:
+        logging.warning("dimension of size %d of an array of shape %s does not divide over "
+                        "mesh axes %s: replicated instead", size, leaf.shape, mesh_axes)
+      return NamedSharding(self.mesh, spec)
 
     return jax.tree.map(fit_one, shardings, abstract)
 
@@ -133,10 +128,14 @@ class Partitioner:
         lambda x: self.sharding(PartitionSpec("batch", *([None] * (np.ndim(x) - 1)))),
         batch)
 
+  def batch_shards(self) -> int:
+    """How many ways the batch axis is split over the mesh."""
+    spec = self.sharding(PartitionSpec("batch")).spec
+    return math.prod(self.mesh.shape[a] for a in axes.mesh_axes_of(spec[0] if spec else None))
+
   def check_batch_size(self, global_batch_size: int, what: str = "batch_size") -> None:
     """The global batch must split evenly over the data axis."""
-    shards = math.prod(
-        self.mesh.shape[a] for a in _mesh_axes_of(self.sharding(PartitionSpec("batch"))))
+    shards = self.batch_shards()
     if global_batch_size % shards:
       raise ValueError(f"{what}={global_batch_size} does not divide over the {shards} "
                        f"data-parallel devices of the mesh {dict(self.mesh.shape)}; use a "
@@ -144,16 +143,23 @@ class Partitioner:
 
   def check_processes_feed_distinct_rows(self, process_count: Optional[int] = None) -> None:
     """Each process feeds its own rows, so the batch axis must split over the processes."""
-    axes = _mesh_axes_of(self.sharding(PartitionSpec("batch")))
     check_data_parallelism_fits_processes(
-        math.prod(self.mesh.shape[a] for a in axes),
-        jax.process_count() if process_count is None else process_count)
+        self.batch_shards(), jax.process_count() if process_count is None else process_count)
 
   def global_batch(self, local_batch: Any) -> Any:
     """Forms global `jax.Array`s from this process's rows (multi-host ready)."""
     return jax.tree.map(
         lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
         local_batch, self.batch_shardings(local_batch))
+
+
+def _device_array(devices: Sequence[jax.Device], shape: Tuple[int, int]) -> np.ndarray:
+  """The devices laid out as `shape`, following the TPU's physical torus when JAX can
+  (all devices of a slice, e.g. a topology compiled for); else in the order given."""
+  try:
+    return mesh_utils.create_device_mesh(shape, devices=devices)
+  except (AssertionError, ValueError, NotImplementedError):
+    return np.asarray(devices).reshape(shape)
 
 
 def check_data_parallelism_fits_processes(data_parallelism: int, process_count: int) -> None:
@@ -165,13 +171,6 @@ def check_data_parallelism_fits_processes(data_parallelism: int, process_count: 
         f"{process_count} processes, and each process feeds only its own rows: make "
         f"MeshConfig.data a multiple of {process_count} (e.g. data = -1, model = the "
         "devices of one host or fewer)")
-
-
-def _mesh_axes_of(sharding: NamedSharding) -> Tuple[str, ...]:
-  entry = sharding.spec[0] if len(sharding.spec) else None
-  if entry is None:
-    return ()
-  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
 
 
 def param_shardings_for_optimizer(tx, opt_state_shape: Any, params_shape: Any,

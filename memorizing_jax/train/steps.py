@@ -131,6 +131,17 @@ def batch_shardings(partitioner: Partitioner) -> Dict[str, Any]:
   return {"inputs": tokens, "targets": tokens, "loss_mask": tokens, "start_of_sequence": rows}
 
 
+def abstract_batch(partitioner: Partitioner, batch_size: int, segment_length: int
+                   ) -> Dict[str, jax.ShapeDtypeStruct]:
+  """The shapes, dtypes and shardings of a batch, to lower a step without data."""
+  shardings = batch_shardings(partitioner)
+  tokens = (batch_size, segment_length)
+  shapes = {"inputs": (tokens, jnp.int32), "targets": (tokens, jnp.int32),
+            "loss_mask": (tokens, jnp.float32), "start_of_sequence": ((batch_size,), bool)}
+  return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[name])
+          for name, (shape, dtype) in shapes.items()}
+
+
 def jit_steps(model: nn.Module, tx: optax.GradientTransformation,
               schedule: Callable[[Any], jax.Array], partitioner: Partitioner,
               state_shardings: TrainState, eval_state_shardings: Any, *, dropout_seed: int,
@@ -139,13 +150,13 @@ def jit_steps(model: nn.Module, tx: optax.GradientTransformation,
   replicated = partitioner.replicated()
   batch_sh = batch_shardings(partitioner)
   train = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        dropout_seed=dropout_seed, use_dropout=use_dropout),
+      partitioner.in_mesh(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                                            dropout_seed=dropout_seed, use_dropout=use_dropout)),
       in_shardings=(state_shardings, batch_sh),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))
   evaluate = jax.jit(
-      functools.partial(eval_step, model=model),
+      partitioner.in_mesh(functools.partial(eval_step, model=model)),
       in_shardings=(state_shardings.params, eval_state_shardings, batch_sh),
       out_shardings=(eval_state_shardings, replicated),
       donate_argnums=(1,))

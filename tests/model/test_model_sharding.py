@@ -1,4 +1,8 @@
-"""The model on 8 CPU devices (data 2 x model 4, data 8) equals one device."""
+"""The model on 8 CPU devices (data 2 x model 4, data 8) equals one device.
+
+The mesh is set with `jax.set_mesh`, as a notebook user would: the kNN layer then
+looks up and writes each device's own rows and heads (memory/shard_local.py).
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,11 +47,13 @@ def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
                  out_shardings=(M.batch_sharding(mesh, 3), state_sh), donate_argnums=(2,))
   params = jax.device_put(tiny.params, param_sh)
   state = jax.device_put(M.init_state(cfg, BATCH), state_sh)
+  segments = [(jnp.asarray(tokens[:, s * seg:(s + 1) * seg]), jnp.asarray(sos))
+              for s, sos in enumerate(SOS)]
   logits = []
-  for s, sos in enumerate(SOS):
-    out, state = step(params, jnp.asarray(tokens[:, s * seg:(s + 1) * seg]), state,
-                      jnp.asarray(sos))
-    logits.append(np.asarray(out))
+  with jax.set_mesh(mesh):
+    for segment, sos in segments:
+      out, state = step(params, segment, state, sos)
+      logits.append(np.asarray(out))
   np.testing.assert_allclose(np.concatenate(logits, axis=1), want_logits, rtol=1e-5, atol=1e-5)
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -9,17 +9,6 @@ import pytest
 from memorizing_jax.train import inputs, loop, steps, train_state
 
 
-def _abstract_batch(run, batch_size):
-  shardings = steps.batch_shardings(run.partitioner)
-  shape = (batch_size, run.model_config.segment_length)
-  return {"inputs": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=shardings["inputs"]),
-          "targets": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=shardings["targets"]),
-          "loss_mask": jax.ShapeDtypeStruct(shape, jnp.float32,
-                                            sharding=shardings["loss_mask"]),
-          "start_of_sequence": jax.ShapeDtypeStruct(
-              (batch_size,), bool, sharding=shardings["start_of_sequence"])}
-
-
 def test_steps_compile_once_for_a_whole_run(tiny):
   """Documents starting, rows finishing and the eval stream's last batch never re-trace."""
   run = loop.build_run(tiny.model, tiny.data, tiny.optimizer, tiny.mesh, tiny.trainer)
@@ -52,7 +41,8 @@ def test_train_step_lowers_for_tpu(tiny, method):
   model = dataclasses.replace(tiny.model, lookup_method=method)
   run = loop.build_run(model, tiny.data, tiny.optimizer, tiny.mesh, tiny.trainer)
   exported = jax.export.export(run.steps.train, platforms=["tpu"])(
-      run.layout.abstract, _abstract_batch(run, tiny.data.batch_size))
+      run.layout.abstract,
+      steps.abstract_batch(run.partitioner, tiny.data.batch_size, model.segment_length))
   assert exported.platforms == ("tpu",)
   assert exported.nr_devices == 8
   text = exported.mlir_module()
