@@ -114,12 +114,45 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
   else:
     offset = state.count
   # Entry j of the row goes to slot (offset + j) % slots.
-  slot_ids = (offset[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]) % s
+  start = offset % s
+  slot_ids = (start[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]) % s
   rows = jnp.arange(b)[:, None]
-  new_keys = state.keys.at[rows, :, slot_ids].set(jnp.swapaxes(keys, 1, 2),
-                                                  unique_indices=True)
-  new_values = state.values.at[rows, :, slot_ids].set(jnp.swapaxes(values, 1, 2),
-                                                      unique_indices=True)
   new_positions = state.positions.at[rows, slot_ids].set(positions, unique_indices=True)
-  return MemoryState(keys=new_keys, values=new_values, count=state.count + written,
-                     positions=new_positions)
+  return MemoryState(keys=_write_blocks(state.keys, keys, start),
+                     values=_write_blocks(state.values, values, start),
+                     count=state.count + written, positions=new_positions)
+
+
+def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+  """Writes each row's `new` entries into its ring buffer from slot `start` on.
+
+  Args:
+    buffer: [batch, heads, slots, head_dim].
+    new: [batch, heads, length, head_dim], length <= slots.
+    start: [batch] int32 in [0, slots): the slot of each row's first new entry.
+  Returns:
+    The buffer with slots (start + j) % slots holding new[:, :, j].
+
+  Each row's entries form one block of `length` slots, or two when they wrap past
+  the last slot, so the write is two in-place block updates per row (a window of
+  all heads and `length` slots) rather than a scatter of single entries, which the
+  TPU compiler serves only by copying the whole buffer into another layout.
+  """
+  slots, length = buffer.shape[2], new.shape[2]
+  j = jnp.arange(length, dtype=jnp.int32)
+
+  def one_row(row, update, first):  # [heads, slots, d], [heads, length, d], []
+    def blend(window_start, source):  # source[j]: index into `update`, or out of range
+      inside = (source >= 0) & (source < length)
+      old = jax.lax.dynamic_slice_in_dim(row, window_start, length, axis=1)
+      return jnp.where(inside[None, :, None],
+                       jnp.take(update, jnp.clip(source, 0, length - 1), axis=1), old)
+    # The entries up to the last slot, in the window of `length` slots that holds
+    # them and stays inside the buffer.
+    window = jnp.minimum(first, slots - length)
+    row = jax.lax.dynamic_update_slice_in_dim(row, blend(window, window + j - first),
+                                              window, axis=1)
+    # The entries that wrap around to the first slots (none when first + length <= slots).
+    return jax.lax.dynamic_update_slice_in_dim(row, blend(0, j + slots - first), 0, axis=1)
+
+  return jax.vmap(one_row)(buffer, new, start)
