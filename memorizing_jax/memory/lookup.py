@@ -20,6 +20,7 @@ from typing import Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from memorizing_jax.memory import binning
 from memorizing_jax.memory.state import MemoryState
@@ -28,6 +29,11 @@ METHODS = ("exact", "approx")
 
 # Score reported for retrieved entries that are not valid (fewer than k stored).
 INVALID_SCORE = -1e30
+
+# The name (`jax.ad_checkpoint.checkpoint_name`) of the retrieved keys, values and
+# validity: a rematerialisation policy that keeps them never searches the memory in
+# the backward pass (the gradient needs only these and the queries).
+RETRIEVED = "memory_retrieved"
 
 # The (batch * heads) memories are searched in groups of at most GROUP_QUERIES
 # queries in all, whose temporaries (bin maxima, gathered candidate keys) hold at
@@ -246,6 +252,8 @@ def gather_result(keys: jax.Array, values: jax.Array, positions: jax.Array,
                          per_memory).reshape(*slot_ids.shape, d)
   top_positions = take_rows(positions, slot_ids)
   valid = slot_ids < num_valid[:, None, None, None]
+  top_keys, top_values, valid = (checkpoint_name(x, RETRIEVED)
+                                 for x in (top_keys, top_values, valid))
   scores = jnp.einsum("bhqd,bhqkd->bhqk", queries, top_keys.astype(queries.dtype),
                       preferred_element_type=jnp.float32)
   scores = jnp.where(valid, scores, INVALID_SCORE)

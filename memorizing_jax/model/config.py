@@ -13,6 +13,10 @@ from typing import Tuple
 import jax.numpy as jnp
 
 LOOKUP_METHODS = ("exact", "approx")
+# Rematerialisation of each decoder layer in the backward pass (see transformer.py):
+# none; full (keep only the layer's inputs and the retrieved memory entries); dots
+# (also keep the matmul results that have no batch dimension).
+REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -57,6 +61,9 @@ class ModelConfig:
     relative_position_buckets: T5 relative position buckets (causal).
     relative_position_max_distance: distance beyond which buckets saturate.
     tie_embeddings: compute logits with the input embedding matrix.
+    remat: recompute each layer's activations in the backward pass instead of
+      keeping them: "none", "full" or "dots" (see REMAT_POLICIES); the kNN lookup
+      is never run twice.
   """
 
   vocab_size: int = 32000
@@ -81,6 +88,7 @@ class ModelConfig:
   relative_position_buckets: int = 32
   relative_position_max_distance: int = 128
   tie_embeddings: bool = True
+  remat: str = "none"
 
   def __post_init__(self):
     # Normalise list-like and dtype-like inputs (gin passes lists) before checking.
@@ -110,6 +118,8 @@ class ModelConfig:
     if self.lookup_method not in LOOKUP_METHODS:
       raise ValueError(f"ModelConfig.lookup_method must be one of {LOOKUP_METHODS}, "
                        f"got {self.lookup_method!r}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"ModelConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
     if not 0.0 < self.recall_target <= 1.0:
       raise ValueError(f"ModelConfig.recall_target must be in (0, 1], got {self.recall_target}")
     for name in ("memory_dtype", "compute_dtype"):

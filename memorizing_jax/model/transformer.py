@@ -77,6 +77,22 @@ class DecoderLayer(nn.Module):
     return x + dropout(mlp), new_cache, new_memory
 
 
+def _layer_class(cfg: ModelConfig):
+  """DecoderLayer, rematerialised per `cfg.remat`.
+
+  Under every policy the retrieved memory entries (named RETRIEVED by the lookup)
+  are kept, so the backward pass never searches the memory again.
+  """
+  if cfg.remat == "none":
+    return DecoderLayer
+  policies = jax.checkpoint_policies
+  policy = policies.save_only_these_names(memory.RETRIEVED)
+  if cfg.remat == "dots":
+    policy = policies.save_from_both_policies(policies.dots_with_no_batch_dims_saveable, policy)
+  # Argument 5 (counting self) is `deterministic`, a Python bool.
+  return nn.remat(DecoderLayer, policy=policy, static_argnums=(5,))
+
+
 def _check_inputs(cfg: ModelConfig, tokens: jax.Array, state: ModelState,
                   start_of_sequence: jax.Array) -> None:
   if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
@@ -141,12 +157,13 @@ class MemorizingTransformer(nn.Module):
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
 
     knn = cfg.knn_layer_indices
+    layer_class = _layer_class(cfg)
     new_caches, new_memories = [], []
     for i in range(cfg.num_layers):
       cache = state.xl_caches[i] if cfg.use_xl_cache else None
       mem = state.memories[knn.index(i)] if i in knn else None
       segment = None if segments is None else segments[i]
-      x, cache, mem = DecoderLayer(cfg, use_memory=i in knn, name=f"layer_{i}")(
+      x, cache, mem = layer_class(cfg, use_memory=i in knn, name=f"layer_{i}")(
           x, cache, mem, start_of_sequence, deterministic, segment)
       if cache is not None:  # in decoding: the new SegmentCache
         new_caches.append(cache)
