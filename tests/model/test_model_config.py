@@ -33,6 +33,7 @@ def test_defaults_are_the_papers_200m_model():
     ({"dropout_rate": 1.0}, "dropout_rate"),
     ({"recall_target": 0.0}, "recall_target"),
     ({"temperature_init": -1.0}, "temperature_init must be positive"),
+    ({"remat": "all"}, "remat must be one of"),
     ({"relative_position_buckets": 32, "relative_position_max_distance": 16},
      "must exceed relative_position_buckets // 2"),
 ])
