@@ -51,6 +51,10 @@ flags.DEFINE_integer("num_processes", None,
                      "Processes in a multi-process run (default $JAX_NUM_PROCESSES).")
 flags.DEFINE_integer("process_id", None,
                      "This process's index, 0..num_processes-1 (default $JAX_PROCESS_ID).")
+flags.DEFINE_integer("profile_steps", 0,
+                     "Trace this many training steps (after the first, compiled one) with "
+                     "jax.profiler into <workdir>/profile; the same as the binding "
+                     "loop.TrainerConfig.profile_steps.")
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for every process to reach the coordinator.")
 
@@ -209,8 +213,10 @@ def main(argv: Sequence[str]) -> Optional[int]:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
   from memorizing_jax.train import checkpoints, loop  # pylint: disable=g-import-not-at-top
   try:
-    result = run_training(FLAGS.workdir, FLAGS.gin_file, FLAGS.gin_param,
-                          FLAGS.gin_search_path)
+    params = list(FLAGS.gin_param)
+    if FLAGS.profile_steps:
+      params.append(f"loop.TrainerConfig.profile_steps = {FLAGS.profile_steps}")
+    result = run_training(FLAGS.workdir, FLAGS.gin_file, params, FLAGS.gin_search_path)
   except (ConfigError, ValueError, OSError, checkpoints.CheckpointMismatchError,
           loop.NonFiniteLossError) as e:
     # Bad input: the message names the problem and the fix; the traceback is for bugs.

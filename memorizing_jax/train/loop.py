@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,8 @@ import optax
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import checkpoints as checkpoints_lib
+from memorizing_jax.train import chips
+from memorizing_jax.train import compiled
 from memorizing_jax.train import evaluation
 from memorizing_jax.train import inputs as inputs_lib
 from memorizing_jax.train import metrics as metrics_lib
@@ -53,6 +55,9 @@ class TrainerConfig:
     stop_check_every: in a multi-process run, every this many steps the processes
       agree whether any of them received SIGTERM (then all save and stop together);
       each check waits for the step in flight. One process checks every step.
+    profile_steps: trace this many steps with `jax.profiler` (from the second step
+      of the run on, after compilation) into `<workdir>/profile`, for TensorBoard's
+      profile plugin or Perfetto; 0: no trace.
   """
 
   total_steps: int = 1000
@@ -65,17 +70,45 @@ class TrainerConfig:
   seed: int = 0
   progress_bar: bool = True
   stop_check_every: int = 10
+  profile_steps: int = 0
 
   def __post_init__(self):
     for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                  "stop_check_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)}")
+    if self.profile_steps < 0:
+      raise ValueError(f"TrainerConfig.profile_steps must be >= 0, got {self.profile_steps}")
     if self.eval_every < 0:
       raise ValueError(f"TrainerConfig.eval_every must be >= 0, got {self.eval_every}")
     if self.eval_batches is not None and self.eval_batches < 1:
       raise ValueError("TrainerConfig.eval_batches must be positive or None, got "
                        f"{self.eval_batches}")
+
+
+class Profiler:
+  """Traces steps `first_step .. first_step + steps - 1` with `jax.profiler`."""
+
+  def __init__(self, directory: str, first_step: int, steps: int):
+    self.directory, self.first_step, self.last_step = directory, first_step, first_step + steps
+    self.active = False
+
+  def before_step(self, step: int) -> None:
+    if step == self.first_step and self.last_step > self.first_step:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after_step(self, step: int, state: Any) -> None:
+    if self.active and step >= self.last_step:
+      jax.block_until_ready(state)  # the traced steps' device work, not only their dispatch
+      self.stop()
+      logging.info("profile of steps %d-%d written to %s", self.first_step + 1, step,
+                   self.directory)
+
+  def stop(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
 
 
 class NonFiniteLossError(RuntimeError):
@@ -116,8 +149,10 @@ class Run:
 
 def build_run(model_config: ModelConfig, data: inputs_lib.DataConfig,
               optimizer: optimizer_lib.OptimizerConfig, mesh: MeshConfig,
-              trainer: TrainerConfig) -> Run:
-  partitioner = Partitioner(mesh)
+              trainer: TrainerConfig, devices: Optional[Sequence[Any]] = None) -> Run:
+  """The pieces of a run, for this host's devices or `devices` (e.g. a TPU topology's
+  compile-only devices, to compile the steps without running them: train/aot.py)."""
+  partitioner = Partitioner(mesh, devices)
   partitioner.check_processes_feed_distinct_rows()
   partitioner.check_batch_size(data.batch_size, "DataConfig.batch_size")
   partitioner.check_batch_size(data.eval_batch_size, "DataConfig.eval_batch_size")
@@ -262,9 +297,18 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   state = restore_or_initialize(run, checkpointer, stream, trainer.seed, init_from)
   step = int(jax.device_get(state.step))
   result = TrainResult(step=step, train_losses={}, evals={})
-  logger = metrics_lib.MetricsLogger(workdir, step, trainer.total_steps,
-                                     enabled=jax.process_index() == 0,
-                                     progress_bar=trainer.progress_bar)
+  # Compiled once, ahead of the loop: its FLOPs give the utilisation (`mfu`).
+  train_step = run.steps.train.lower(
+      run.layout.abstract,
+      steps_lib.abstract_batch(run.partitioner, data.batch_size, model.segment_length)).compile()
+  device_peak = chips.device_peak(run.partitioner.mesh.devices.flat[0])
+  logger = metrics_lib.MetricsLogger(
+      workdir, step, trainer.total_steps, enabled=jax.process_index() == 0,
+      progress_bar=trainer.progress_bar, devices=run.partitioner.mesh.size,
+      step_flops_per_device=compiled.flops_per_device(train_step),
+      peak_flops_per_device=device_peak.peak_flops if device_peak else None)
+  profiler = Profiler(os.path.join(workdir, "profile"), first_step=step + 2,
+                      steps=trainer.profile_steps)
   accumulator = metrics_lib.MetricsAccumulator()
   tokens_per_step = data.batch_size * model.segment_length
   try:
@@ -272,9 +316,11 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
       stopping = False
       while step < trainer.total_steps and not stopping:
         batch = run.partitioner.global_batch(inputs_lib.model_inputs(next(stream)))
-        state, step_metrics = run.steps.train(state, batch)
+        profiler.before_step(step)
+        state, step_metrics = train_step(state, batch)
         accumulator.add(step, step_metrics)
         step += 1
+        profiler.after_step(step, state)
         logger.advance()
         stopping = agreed_stop(stop.requested, step, trainer.stop_check_every)
         first_step = step == result.step + 1
@@ -287,13 +333,20 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
           checkpointer.save(state, stream.state(), gin_config)
         if trainer.eval_every and step % trainer.eval_every == 0 and \
             step != trainer.total_steps:
+          # The training rows' XL caches and memories wait in host memory meanwhile:
+          # the device holds one model state at a time (aot.evaluation_peak_bytes).
+          state, on_host = state.replace(model_state=None), _to_host(state.model_state)
           _evaluate_and_log(run, state.params, vocabulary, trainer, step, logger, result)
+          state = state.replace(model_state=jax.device_put(
+              on_host, run.layout.shardings.model_state))
       _flush_metrics(accumulator, checkpointer, logger, result, tokens_per_step)
       checkpointer.save(state, stream.state(), gin_config)  # no-op if saved at this step
       result.stopped_by_signal = stopping
       if not stopping and step not in result.evals:
-        _evaluate_and_log(run, state.params, vocabulary, trainer, step, logger, result)
+        params, state = state.params, None  # the training model state is not needed
+        _evaluate_and_log(run, params, vocabulary, trainer, step, logger, result)
   finally:
+    profiler.stop()
     checkpointer.close()
     logger.close()
   result.step = step
@@ -312,7 +365,14 @@ def _flush_metrics(accumulator: metrics_lib.MetricsAccumulator,
   for offset, m in enumerate(per_step):
     result.train_losses[first + offset + 1] = float(m["loss_sum"] / max(m["tokens"], 1.0))
   logger.write_train(first + len(per_step), metrics_lib.summarize(per_step),
-                     tokens_per_step * len(per_step))
+                     tokens_per_step * len(per_step), steps=len(per_step))
+
+
+def _to_host(tree: Any) -> Any:
+  """A copy of device arrays in host memory, sharded as they are (every process
+  keeps its own shards)."""
+  return jax.device_put(tree, jax.tree.map(lambda x: x.sharding.with_memory_kind("pinned_host"),
+                                           tree))
 
 
 def _evaluate_and_log(run: Run, params: Any, vocabulary, trainer: TrainerConfig, step: int,

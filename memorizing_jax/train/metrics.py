@@ -77,14 +77,26 @@ class MetricsAccumulator:
 class MetricsLogger:
   """TensorBoard + console scalars and a progress bar for one run.
 
+  Besides what the steps return, each training summary gets the wall-clock figures
+  of its interval: `step_time_s`, `tokens_per_s`, `tokens_per_s_per_device` and,
+  when the device's peak is known, `mfu`: the compiled step's FLOPs per device per
+  second over the device's peak bf16 FLOP/s (rematerialised work counts as done).
+
   Args:
     workdir: event files go to `<workdir>/train` and `<workdir>/eval`.
     start_step, total_steps: the progress bar's range.
     enabled: False on every process but the first (they only log to the console).
+    devices: how many devices the step runs on.
+    step_flops_per_device: the compiled training step's FLOPs on one device.
+    peak_flops_per_device: the device's peak FLOP/s (None: unknown, no `mfu`).
   """
 
   def __init__(self, workdir: str, start_step: int, total_steps: int, enabled: bool = True,
-               progress_bar: bool = True):
+               progress_bar: bool = True, devices: int = 1, step_flops_per_device: float = 0.0,
+               peak_flops_per_device: Optional[float] = None):
+    self._devices = devices
+    self._step_flops = step_flops_per_device
+    self._peak_flops = peak_flops_per_device
     just_logging = not enabled
     self._train = metric_writers.create_default_writer(
         os.path.join(workdir, "train"), just_logging=just_logging, asynchronous=False)
@@ -101,11 +113,16 @@ class MetricsLogger:
   def advance(self, steps: int = 1) -> None:
     self._bar.update(steps)
 
-  def write_train(self, step: int, scalars: Dict[str, float], tokens_seen: int) -> None:
-    """Writes a training interval's summary; adds tokens/s since the last call."""
+  def write_train(self, step: int, scalars: Dict[str, float], tokens_seen: int,
+                  steps: int = 1) -> None:
+    """Writes a training interval of `steps` steps; adds its speed since the last call."""
     now = time.perf_counter()
-    elapsed, self._last_time = now - self._last_time, now
-    scalars = dict(scalars, tokens_per_s=tokens_seen / max(elapsed, 1e-9))
+    elapsed, self._last_time = max(now - self._last_time, 1e-9), now
+    step_time = elapsed / max(steps, 1)
+    scalars = dict(scalars, tokens_per_s=tokens_seen / elapsed, step_time_s=step_time,
+                   tokens_per_s_per_device=tokens_seen / elapsed / self._devices)
+    if self._peak_flops and self._step_flops:
+      scalars["mfu"] = self._step_flops / step_time / self._peak_flops
     self._train.write_scalars(step, scalars)
     self._bar.set_postfix(loss=f"{scalars['loss']:.3f}",
                           tok_s=f"{scalars['tokens_per_s']:.0f}", refresh=False)

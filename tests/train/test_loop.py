@@ -37,15 +37,37 @@ def test_tensorboard_events_hold_the_logged_metrics(reference):
   result, workdir = reference
   train = read_scalars(os.path.join(workdir, "train"))
   assert train["loss"] == pytest.approx(result.train_losses, rel=1e-6)
-  for tag in ("perplexity", "learning_rate", "grad_norm", "tokens_per_s",
+  for tag in ("perplexity", "learning_rate", "grad_norm", "tokens_per_s", "step_time_s",
+              "tokens_per_s_per_device",
               "memory/layer_1/gate_head0", "memory/layer_1/memory_share",
               "memory/layer_1/memory_fill", "memory/layer_1/mean_distance"):
     assert tag in train, tag
+  # One step per interval (log_every=1), on 8 devices; a CPU's peak is not known.
+  assert train["tokens_per_s"][3] == pytest.approx(8 * 16 / train["step_time_s"][3], rel=1e-5)
+  assert train["tokens_per_s_per_device"][3] == pytest.approx(train["tokens_per_s"][3] / 8)
+  assert "mfu" not in train
   # The memory fills as the rows read on: 16 tokens per step into 64 slots.
   assert train["memory/layer_1/memory_fill"][1] == 0.0
   assert train["memory/layer_1/memory_fill"][2] > 0.0
   evals = read_scalars(os.path.join(workdir, "eval"))
   assert evals["perplexity"][8] == pytest.approx(result.evals[8]["perplexity"], rel=1e-6)
+
+
+def test_evaluating_mid_run_leaves_training_unchanged(reference, tiny, tmp_path):
+  """An evaluation at step 4 parks the training memories in host memory and brings
+  them back: the losses of steps 5..8 equal the run's that never evaluated mid-way."""
+  expected, _ = reference
+  result = loop.train(workdir=str(tmp_path), **tiny.replace(trainer=dict(eval_every=4)).kwargs())
+  assert result.train_losses == expected.train_losses
+  assert sorted(result.evals) == [4, 8]
+  assert result.evals[8] == pytest.approx(expected.evals[8], rel=1e-6)
+
+
+def test_profile_steps_write_a_trace(tiny, tmp_path):
+  loop.train(workdir=str(tmp_path), **tiny.replace(trainer=dict(total_steps=4,
+                                                                profile_steps=2)).kwargs())
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
 
 
 def test_resume_after_a_kill_repeats_the_uninterrupted_losses(reference, tiny, tmp_path):
