@@ -29,8 +29,12 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        # nbclient, nbformat and ipykernel execute examples/quickstart.ipynb in the tests.
+        # libtpu at the version this jax pins: trains on a TPU VM, and compiles for TPU
+        # topologies on any host (python -m memorizing_jax.compile; no TPU needed).
+        "tpu": ["jax[tpu]"],
+        # nbclient, nbformat and ipykernel execute examples/quickstart.ipynb in the tests;
+        # jax[tpu] lets the tests compile for TPU topologies.
         "test": ["pytest>=8.0", "hypothesis>=6.100", "nbclient>=0.10", "nbformat>=5.9",
-                 "ipykernel>=6.29"],
+                 "ipykernel>=6.29", "jax[tpu]"],
     },
 )

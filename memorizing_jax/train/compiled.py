@@ -156,6 +156,13 @@ def collective_bytes(hlo_text: str) -> Dict[str, int]:
   return totals
 
 
+def flops_per_device(compiled) -> float:
+  """FLOPs of one execution of a compiled program on one device (0 when unknown)."""
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  return float(cost.get("flops", 0.0))
+
+
 def has_approx_top_k(hlo_text: str) -> bool:
   """Whether the program runs TPU's approximate top-k (lowered as `ApproxTopK`,
   compiled into a `PartialReduce` custom call fused with the score matmul)."""

@@ -1,0 +1,106 @@
+"""Compiling the training step for a real TPU topology on this CPU host (libtpu, no TPU).
+
+Small configs here; the paper's configs are in benchmarks/tpu_compile.py.
+"""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.train import aot, chips, inputs, loop, optimizer, partitioner
+
+pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
+
+TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
+BATCH = 8
+# head_dim 128 fills the TPU's 128-lane tiles, so per-device bytes are not padded.
+MODEL = ModelConfig(vocab_size=256, num_layers=2, d_model=128, num_heads=2, head_dim=128,
+                    mlp_dim=256, segment_length=16, knn_layers=(-1,), knn_k=8,
+                    memory_slots=2048, memory_dtype="bfloat16", compute_dtype="bfloat16",
+                    lookup_method="approx")
+
+
+@pytest.fixture(scope="module")
+def devices():
+  return aot.topology_devices(TOPOLOGY)
+
+
+def build(devices, model=MODEL):
+  return loop.build_run(
+      model, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                               eval_batch_size=BATCH),
+      optimizer.OptimizerConfig(), partitioner.MeshConfig(data=-1, model=1),
+      loop.TrainerConfig(), devices=devices)
+
+
+@pytest.fixture(scope="module")
+def compiled_steps(devices):
+  run = build(devices)
+  xl_run = build(devices, dataclasses.replace(MODEL, knn_layers=()))
+  return (run, aot.compile_train_step(run), aot.compile_eval_step(run),
+          aot.compile_train_step(xl_run))
+
+
+def test_topology_devices(devices):
+  assert len(devices) == 4 and devices[0].device_kind == "TPU v5 lite"
+  v4 = aot.topology_devices("v4:2x2x1")  # megacore: one device per chip, as a v4 pod runs
+  assert len(v4) == 4 and chips.device_peak(v4[0]).hbm_bytes == 32 * chips.GIB
+  with pytest.raises(ValueError, match="cannot build TPU topology 'v9:2x2'"):
+    aot.topology_devices("v9:2x2")
+
+
+def test_train_step_for_tpu_keeps_the_memory_on_its_chip(compiled_steps):
+  run, train, _, xl = compiled_steps
+  assert train.approx_top_k and not xl.approx_top_k  # the fused TPU top-k, not a sort
+  # Each chip holds its 2 rows' memory: keys and values, bf16.
+  memory_per_chip = 2 * (BATCH // 4) * MODEL.num_heads * MODEL.memory_slots * 128 * 2
+  added = train.argument_bytes - xl.argument_bytes
+  assert memory_per_chip <= added <= 1.01 * memory_per_chip
+  assert aot.per_device_bytes(run.layout.abstract.model_state.memories) >= memory_per_chip
+  # The memory's step moves no more between chips than the XL-only step does.
+  assert train.collectives["total"] - xl.collectives["total"] < 0.01 * memory_per_chip * 4
+  assert train.flops > xl.flops > 0 and train.bytes_accessed > xl.bytes_accessed
+
+
+def test_summary_fits_and_estimates(compiled_steps):
+  run, train, evaluation, _ = compiled_steps
+  peak = chips.device_peak(run.partitioner.mesh.devices.flat[0])
+  report = aot.summary(run, train, evaluation, peak)
+  assert report["fits"] and report["chip"] == "v5e" and report["device_hbm_gib"] == 16.0
+  assert report["peak_gib"] == max(report["train_peak_gib"], report["eval_peak_gib"])
+  assert report["roofline_s"] == max(train.flops / 197e12, train.bytes_accessed / 0.82e12)
+  # During evaluation the training memory waits in host memory: the device holds the
+  # params, the optimizer state and the evaluation's own state and temporaries.
+  expected_eval = (train.argument_bytes
+                   - aot.per_device_bytes(run.layout.abstract.model_state)
+                   + evaluation.peak_bytes - aot.per_device_bytes(run.layout.abstract.params))
+  assert aot.evaluation_peak_bytes(run, train, evaluation) == expected_eval
+
+
+def test_a_step_too_big_for_the_chip_is_refused(devices):
+  huge = dataclasses.replace(MODEL, memory_slots=1 << 22, memory_dtype="float32")
+  with pytest.raises(aot.DoesNotFitError) as refused:
+    aot.compile_train_step(build(devices, huge))
+  assert refused.value.needed_bytes > refused.value.available_bytes > 15 * chips.GIB
+  advice = aot.does_not_fit_advice(huge, 70.0, 16.0)
+  assert advice.startswith("does not fit: 70.0 GiB needed on a 16.0 GiB device; try ")
+  assert "memory_dtype='bfloat16'" in advice and "remat='full'" in advice
+
+
+def test_compile_command_prints_the_report(tmp_path):
+  out = tmp_path / "report.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "memorizing_jax.compile", "--gin_file=gin/quickstart.gin",
+       "--gin_param=model_config.ModelConfig.lookup_method = 'approx'",
+       f"--topology={TOPOLOGY}", f"--out={out}"],
+      capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = json.loads(done.stdout.strip().splitlines()[-1])
+  assert report == json.loads(out.read_text())
+  assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["fits"]
+  assert report["approx_top_k"] and report["ratio_to_xl"] > 1.0
+  assert report["roofline_s"] == pytest.approx(report["ratio_to_xl"] * report["xl_roofline_s"])
+  assert "fits a 16.0 GiB v5e device" in done.stdout
