@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Train on a Cloud TPU VM pod slice: create it, copy this checkout to every worker
-# and install it, run the same training command on all workers (jax.distributed
-# finds its peers by itself on a TPU VM), follow worker 0's log, then delete the
-# slice. --dry-run prints the gcloud commands instead of running them.
+# Train on a Cloud TPU VM pod slice: compile the training step for the slice's
+# topology here first (python -m memorizing_jax.compile: does it fit?), create the
+# slice, copy this checkout to every worker and install it, run the same training
+# command on all workers (jax.distributed finds its peers by itself on a TPU VM),
+# follow worker 0's log, then delete the slice. --dry-run prints the commands
+# instead of running them.
 set -euo pipefail
 
 usage() {
@@ -10,8 +12,10 @@ usage() {
 usage: launch/tpu_pod.sh [options] --name NAME --zone ZONE --accelerator TYPE \
          --workdir gs://BUCKET/PATH -- [memorizing_jax.main flags: --gin_file=... ...]
 
-Creates a TPU VM slice, installs this checkout on all its workers, trains on all of
-them with the given gin files (checkpoints and TensorBoard events go to the gs://
+Compiles the training step for the slice's TPU topology on this machine and stops if
+it does not fit the chips' memory (needs libtpu here: pip install -e '.[tpu]'; no TPU),
+then creates a TPU VM slice, installs this checkout on all its workers, trains on all
+of them with the given gin files (checkpoints and TensorBoard events go to the gs://
 workdir, which every worker must reach), shows worker 0's log, and deletes the slice.
 
 required:
@@ -24,8 +28,11 @@ options:
   --project PROJECT       gcloud project (default: gcloud's configured one)
   --version VERSION       TPU VM software (default: tpu-ubuntu2204-base)
   --spot                  create a Spot slice (preemptible; rerun to resume the run)
-  --steps LIST            comma-separated subset of create,setup,train,delete
-                          (default: all four, in that order)
+  --steps LIST            comma-separated subset of compile,create,setup,train,delete
+                          (default: all five, in that order; leave out compile to
+                          skip the check)
+  --topology TOPOLOGY     what to compile for (default: from --accelerator, e.g.
+                          v4-32 -> v4:2x2x4, v5litepod-16 -> v5e:4x4)
   --keep                  do not delete the slice at the end (same as leaving out
                           delete from --steps)
   --env NAME=VALUE        set an environment variable for training on every worker
@@ -53,7 +60,7 @@ need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 name="" zone="" accelerator="" workdir="" project="" version="tpu-ubuntu2204-base"
-spot=0 dry_run=0 steps="create,setup,train,delete" keep=0 python=python3
+spot=0 dry_run=0 steps="compile,create,setup,train,delete" keep=0 python=python3 topology=""
 train_env=()
 
 while [[ $# -gt 0 ]]; do
@@ -73,6 +80,8 @@ while [[ $# -gt 0 ]]; do
     --version=*) version="${1#*=}"; shift ;;
     --steps) need_value "$@"; steps="$2"; shift 2 ;;
     --steps=*) steps="${1#*=}"; shift ;;
+    --topology) need_value "$@"; topology="$2"; shift 2 ;;
+    --topology=*) topology="${1#*=}"; shift ;;
     --python) need_value "$@"; python="$2"; shift 2 ;;
     --python=*) python="${1#*=}"; shift ;;
     --env) need_value "$@"; train_env+=("$2"); shift 2 ;;
@@ -112,17 +121,45 @@ for assignment in "${train_env[@]+"${train_env[@]}"}"; do
     die "--env must be NAME=VALUE, got '$assignment'"
 done
 
-run_create=0 run_setup=0 run_train=0 run_delete=0
+run_compile=0 run_create=0 run_setup=0 run_train=0 run_delete=0
 IFS=',' read -r -a step_list <<<"$steps"
 for step in "${step_list[@]}"; do
   case "$step" in
-    create) run_create=1 ;; setup) run_setup=1 ;; train) run_train=1 ;; delete) run_delete=1 ;;
-    *) die "--steps: unknown step '$step' (choose from create,setup,train,delete)" ;;
+    compile) run_compile=1 ;; create) run_create=1 ;; setup) run_setup=1 ;;
+    train) run_train=1 ;; delete) run_delete=1 ;;
+    *) die "--steps: unknown step '$step' (choose from compile,create,setup,train,delete)" ;;
   esac
 done
+
+# The TPU topology of a slice type: v4/v5p count TensorCores (2 per chip) in a 3-D
+# torus, v5e/v6e ("litepod") count chips in a 2-D grid.
+topology_of() {
+  local generation="${1%%-*}" count="${1##*-}" chips grid=""
+  case "$generation" in
+    v4|v5p) chips=$(( count / 2 ))
+      case "$chips" in
+        4) grid=2x2x1 ;; 8) grid=2x2x2 ;; 16) grid=2x2x4 ;; 32) grid=2x4x4 ;;
+        64) grid=4x4x4 ;; 128) grid=4x4x8 ;; 256) grid=4x8x8 ;; 512) grid=8x8x8 ;;
+      esac ;;
+    v5litepod|v5e|v6e)
+      [[ "$generation" == v6e ]] && generation=v6e || generation=v5e
+      case "$count" in
+        1) grid=1x1 ;; 4) grid=2x2 ;; 8) grid=2x4 ;; 16) grid=4x4 ;; 32) grid=4x8 ;;
+        64) grid=8x8 ;; 128) grid=8x16 ;; 256) grid=16x16 ;;
+      esac ;;
+  esac
+  [[ -n "$grid" ]] || return 1
+  echo "$generation:$grid"
+}
+if (( run_compile )) && [[ -z "$topology" ]]; then
+  topology="$(topology_of "$accelerator")" ||
+    die "no TPU topology known for --accelerator $accelerator: give one with --topology (e.g. v4:2x2x4) or leave compile out of --steps"
+fi
+local_python="$repo/.venv/bin/python"
+[[ -x "$local_python" ]] || local_python="${PYTHON:-python3}"
 (( keep )) && run_delete=0
 
-if (( ! dry_run )); then
+if (( ! dry_run && (run_create || run_setup || run_train || run_delete) )); then
   command -v gcloud >/dev/null 2>&1 ||
     die "gcloud not found: install the Google Cloud CLI (https://cloud.google.com/sdk) and run 'gcloud auth login'"
 fi
@@ -163,6 +200,13 @@ delete_at_exit() {
   fi
   exit "$rc"
 }
+if (( run_compile )); then
+  # Stops here (exit 1, with what to change) when the step does not fit the chips.
+  (cd "$repo" && run "$local_python" -m memorizing_jax.compile --topology="$topology" \
+     "${train_flags[@]}")
+fi
+
+# From here on a failure deletes the slice (unless --keep).
 if (( ! dry_run )); then trap delete_at_exit EXIT; fi
 
 if (( run_create )); then

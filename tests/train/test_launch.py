@@ -46,7 +46,9 @@ def test_tpu_pod_dry_run_prints_the_gcloud_commands_for_a_v4_32(no_gcloud_env):
   assert [c[:5] for c in commands if c[0] == "gcloud"] == [
       ["gcloud", "compute", "tpus", "tpu-vm", verb]
       for verb in ("create", "scp", "ssh", "ssh", "ssh", "ssh", "delete")]
-  create, archive, copy, install, train, follow, check, delete = commands
+  compile_check, create, archive, copy, install, train, follow, check, delete = commands
+  # First, here: the training step compiled for a v4-32's 16 chips, with the same flags.
+  assert compile_check[1:] == ["-m", "memorizing_jax.compile", "--topology=v4:2x2x4", *TRAIN]
   assert create == ["gcloud", "compute", "tpus", "tpu-vm", "create", "mt-arxiv",
                     "--zone=us-central2-b", "--accelerator-type=v4-32",
                     "--version=tpu-ubuntu2204-base"]
@@ -88,10 +90,37 @@ def test_tpu_pod_options_change_the_commands(no_gcloud_env):
     ([*V4_32, "--steps", "create,launch", "--", *TRAIN], "unknown step 'launch'"),
     ([*V4_32, "--", *TRAIN, "--process_id=1"], "not needed on a TPU VM"),
     ([*V4_32, "--env", "1=2", "--", *TRAIN], "--env must be NAME=VALUE"),
+    ([*V4_32[:5], "v5litepod-12", *V4_32[6:], "--", *TRAIN],
+     "no TPU topology known for --accelerator v5litepod-12"),
 ])
 def test_tpu_pod_bad_input_is_named(args, message, no_gcloud_env):
   done = _script("tpu_pod.sh", "--dry-run", *args, env=no_gcloud_env)
   assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("accelerator,topology", [
+    ("v4-8", "v4:2x2x1"), ("v5p-64", "v5p:2x4x4"), ("v5litepod-16", "v5e:4x4"),
+    ("v6e-8", "v6e:2x4")])
+def test_tpu_pod_compiles_for_the_slice_topology(accelerator, topology, no_gcloud_env):
+  done = _script("tpu_pod.sh", "--dry-run", *V4_32[:5], accelerator, *V4_32[6:],
+                 "--steps", "compile", "--", *TRAIN, env=no_gcloud_env)
+  assert done.returncode == 0, done.stderr
+  assert f"-m memorizing_jax.compile --topology={topology} " in done.stdout
+
+
+def test_tpu_pod_stops_before_creating_a_slice_the_step_does_not_fit(tmp_path):
+  """A real compile (libtpu, no TPU, no gcloud): a 4M-slot memory on a v5e-4 does not fit
+  its 16 GiB chips, so the script exits 1 with the advice, before any gcloud command."""
+  pytest.importorskip("libtpu")
+  config = tmp_path / "too_big.gin"
+  config.write_text("include 'quickstart.gin'\n"
+                    "model_config.ModelConfig.memory_slots = 4194304\n"
+                    "BATCH_SIZE = 16\n")
+  done = _script("tpu_pod.sh", *V4_32[:5], "v5litepod-4", *V4_32[6:], "--", f"--gin_file={config}",
+                 "--gin_param=model_config.ModelConfig.num_layers = 2")
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert "does not fit" in done.stderr and "memory_dtype='bfloat16'" in done.stderr
+  assert "gcloud" not in done.stdout
 
 
 def test_tpu_pod_without_gcloud_says_how_to_get_it(no_gcloud_env):
