@@ -16,8 +16,9 @@ These are compiled estimates, not measurements of a run.
 
 Topologies name a TPU generation and its chip grid: v4:2x2x4 (a v4-32 slice, 16
 chips), v5e:4x4 (v5e-16), v5p:2x2x1 (v5p-8), v6e:2x2. v4 and v5p compile in
-megacore mode, one device per chip, as their pods run. Exits with status 1 and
-says what to change when the step does not fit.
+megacore mode, one device per chip, as their pods run (--nomegacore: one device
+per TensorCore, as libtpu lists them by default, each with half the chip's HBM).
+Exits with status 1 and says what to change when the step does not fit.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v4:2x2x
 flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
 flags.DEFINE_bool("evaluation", True, "Also compile the evaluation step (its peak memory "
                   "counts towards fitting).")
+flags.DEFINE_bool("megacore", True, "v4 and v5p: one device per chip, as their pods run "
+                  "JAX; --nomegacore: one device per TensorCore (half a chip each).")
 flags.DEFINE_bool("reference", True, "For a model with memory, also compile the XL-only "
                   "step and report ratio_to_xl.")
 
@@ -128,7 +131,7 @@ def main(argv: Sequence[str]) -> Optional[int]:
     main_lib.parse_gin(FLAGS.gin_file, FLAGS.gin_param,
                        main_lib.gin_search_paths(FLAGS.gin_search_path))
     arguments = configured_train_arguments()
-    devices = aot.topology_devices(FLAGS.topology)
+    devices = aot.topology_devices(FLAGS.topology, FLAGS.megacore)
     report = dict(topology=FLAGS.topology,
                   **compile_for(devices, arguments, FLAGS.evaluation, FLAGS.reference))
   except (main_lib.ConfigError, ValueError) as e:

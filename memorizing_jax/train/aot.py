@@ -28,13 +28,16 @@ from memorizing_jax.train import steps as steps_lib
 MEGACORE_PREFIXES = ("v4", "v5p")
 
 
-def topology_devices(topology: str) -> List[Any]:
+def topology_devices(topology: str, megacore: bool = True) -> List[Any]:
   """The compile-only devices of a TPU topology, e.g. "v4:2x2x4" or "v5e:4x4".
 
-  Needs libtpu (`pip install memorizing_jax[tpu]`), not a TPU.
+  Needs libtpu (`pip install memorizing_jax[tpu]`), not a TPU. With `megacore`
+  (the default), v4 and v5p give one device per chip; else one per TensorCore,
+  each with half the chip.
   """
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  options = ({"chip_config_name": "megacore"} if topology.startswith(MEGACORE_PREFIXES) else {})
+  options = ({"chip_config_name": "megacore"}
+             if megacore and topology.startswith(MEGACORE_PREFIXES) else {})
   try:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
                                              **options).devices)

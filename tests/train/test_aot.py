@@ -48,6 +48,8 @@ def test_topology_devices(devices):
   assert len(devices) == 4 and devices[0].device_kind == "TPU v5 lite"
   v4 = aot.topology_devices("v4:2x2x1")  # megacore: one device per chip, as a v4 pod runs
   assert len(v4) == 4 and chips.device_peak(v4[0]).hbm_bytes == 32 * chips.GIB
+  cores = aot.topology_devices("v4:2x2x1", megacore=False)  # libtpu's default listing
+  assert len(cores) == 8 and chips.device_peak(cores[0]).hbm_bytes == 16 * chips.GIB
   with pytest.raises(ValueError, match="cannot build TPU topology 'v9:2x2'"):
     aot.topology_devices("v9:2x2")
 
