@@ -50,7 +50,7 @@ def bucketed_lookup(state: memory.MemoryState, queries: jax.Array, k: int) -> me
   slot_ids = jnp.argmax(buckets, axis=3).astype(jnp.int32) * k + jnp.arange(k, dtype=jnp.int32)
   num_valid = state.valid_slots().sum(axis=1, dtype=jnp.int32)
   return memory.lookup_lib.gather_result(state.keys, state.values, state.positions, num_valid,
-                                         queries, slot_ids)
+                                         queries, slot_ids, jnp.max(buckets, axis=3))
 
 
 def true_top_k(queries: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:

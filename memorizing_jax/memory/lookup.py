@@ -2,9 +2,9 @@
 
 Selection (which slots each query retrieves) runs without gradients and never
 materialises the full `[queries, slots]` score matrix on CPU/GPU: scores are reduced
-into strided bins block by block (see `binning`). The selected keys are then
-gathered and rescored against the queries, so the returned scores are exact dot
-products whose gradient w.r.t. the queries is cheap (k entries per query).
+into strided bins block by block (see `binning`). It returns the selected entries'
+exact dot products with them; the gathered keys give those scores their gradient
+w.r.t. the queries (k entries per query), so the scores are not computed twice.
 
 Methods:
   * "exact": the members of the k bins with the largest maxima are rescored and the
@@ -15,7 +15,7 @@ Methods:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import flax.struct
 import jax
@@ -51,15 +51,18 @@ class LookupResult:
       w.r.t. the queries only); invalid entries hold a large negative number.
     keys: [batch, heads, queries, k, head_dim] retrieved keys (no gradient).
     values: [batch, heads, queries, k, head_dim] retrieved values (no gradient).
-    positions: [batch, heads, queries, k] int32 document positions of the entries.
+    positions: [batch, heads, queries, k] int32 document positions of the entries
+      (None when the lookup was asked not to gather them).
     valid: [batch, heads, queries, k] bool, false where fewer than k entries exist.
+    slots: [batch, heads, queries, k] int32 slots the entries came from.
   """
 
   scores: jax.Array
   keys: jax.Array
   values: jax.Array
-  positions: jax.Array
+  positions: Optional[jax.Array]
   valid: jax.Array
+  slots: jax.Array
 
 
 def check_lookup_args(state: MemoryState, queries: jax.Array, k: int, method: str,
@@ -88,7 +91,7 @@ def check_lookup_args(state: MemoryState, queries: jax.Array, k: int, method: st
 
 def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exact",
            recall_target: float = 0.95, bins: Optional[int] = None,
-           block: Optional[int] = None) -> LookupResult:
+           block: Optional[int] = None, with_positions: bool = True) -> LookupResult:
   """Retrieves the top-k stored entries for each query by dot product.
 
   Args:
@@ -101,29 +104,36 @@ def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exa
       chosen from the method, `slots`, `k`, `head_dim` and `recall_target`.
     block: slots scored per step of the blocked reduction (a divisor of `slots` that
       divides or is a multiple of `bins`); chosen by default.
+    with_positions: gather the entries' document positions. On TPU that gather of
+      single int32s costs more memory traffic than the keys' and the values'
+      gathers together; a memory written in document order has them without it
+      (`state.ring_positions`).
   Returns:
     A LookupResult; for "exact" the entries are sorted by descending score.
   """
   check_lookup_args(state, queries, k, method, recall_target)
   # Valid slots are always a prefix of each row (see MemoryState.count).
   num_valid = state.valid_slots().sum(axis=1, dtype=jnp.int32)
-  slot_ids = select_slots(state.keys, num_valid, queries, k, method=method,
-                          recall_target=recall_target, bins=bins, block=block)
-  return gather_result(state.keys, state.values, state.positions, num_valid, queries, slot_ids)
+  slot_ids, scores = select_slots(state.keys, num_valid, queries, k, method=method,
+                                  recall_target=recall_target, bins=bins, block=block)
+  return gather_result(state.keys, state.values, state.positions if with_positions else None,
+                       num_valid, queries, slot_ids, scores)
 
 
 def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
                  method: str, recall_target: float, bins: Optional[int] = None,
-                 block: Optional[int] = None) -> jax.Array:
-  """The slots each query retrieves (no gradient).
+                 block: Optional[int] = None) -> Tuple[jax.Array, jax.Array]:
+  """The slots each query retrieves, and their scores (no gradient).
 
   Args:
     keys: [batch, heads, slots, head_dim].
     num_valid: [batch] int32; slots `>= num_valid` of the row are empty.
     queries: [batch, heads, queries, head_dim].
   Returns:
-    [batch, heads, queries, k] int32 slot indices (empty slots only where a row has
-    fewer than k entries).
+    slot indices [batch, heads, queries, k] int32 (empty slots only where a row has
+    fewer than k entries), and their scores [batch, heads, queries, k] float32: the
+    dot products of the queries (in the keys' dtype) with the keys, accumulated in
+    float32 (meaningless for empty slots).
   """
   b, h, slots, d = keys.shape
   nq = queries.shape[2]
@@ -155,16 +165,18 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
       start = j * group
       qg = jax.lax.dynamic_slice_in_dim(queries, start, group, axis=0)
       nv = jax.lax.dynamic_slice_in_dim(num_valid, start, group, axis=0)
-      return jax.lax.dynamic_update_slice_in_dim(out, select_group(start, qg, nv), start, 0)
-    init = binning.like_varying(jnp.zeros((b * h, nq, k), jnp.int32), queries, keys, num_valid)
+      return jax.tree.map(lambda o, x: jax.lax.dynamic_update_slice_in_dim(o, x, start, 0),
+                          out, select_group(start, qg, nv))
+    init = (jnp.zeros((b * h, nq, k), jnp.int32), jnp.zeros((b * h, nq, k), jnp.float32))
+    init = tuple(binning.like_varying(x, queries, keys, num_valid) for x in init)
     return jax.lax.fori_loop(0, num_groups, body, init)
 
   if method == "exact":
-    ids = blocked()
+    ids, scores = blocked()
   else:  # TPU has a fast approximate top-k (it fuses with the score matmul)
-    ids = jax.lax.platform_dependent(
+    ids, scores = jax.lax.platform_dependent(
         tpu=lambda: _approx_max_k(keys, queries, num_valid, k, recall_target), default=blocked)
-  return ids.reshape(b, h, nq, k)
+  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k)
 
 
 def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
@@ -172,6 +184,44 @@ def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
   fitting = [g for g in binning.divisors(memories)
              if g * queries <= GROUP_QUERIES and g * queries * elements_per_query <= GROUP_ELEMENTS]
   return max(fitting) if fitting else 1
+
+
+@jax.custom_vjp
+def _scores_with_gradient(queries: jax.Array, top_keys: jax.Array, scores: jax.Array
+                          ) -> jax.Array:
+  """`scores` (the selection's q . key, [b, h, q, k]), differentiable w.r.t. `queries`
+  ([b, h, q, d]) as q . key is, through the retrieved keys ([b, h, q, k, d])."""
+  del queries, top_keys
+  return jax.lax.stop_gradient(scores)
+
+
+def _scores_forward(queries, top_keys, scores):
+  # queries[..., :0] keeps the queries' dtype for the cotangent, at no cost.
+  return jax.lax.stop_gradient(scores), (top_keys, queries[..., :0])
+
+
+def _scores_backward(residuals, cotangent):
+  top_keys, empty_queries = residuals
+  # In the keys' dtype (bf16 on accelerators, as the queries and so their gradient
+  # are): a float32 product makes the TPU keep a float32 copy of the retrieved keys.
+  grad = jnp.einsum("bhqk,bhqkd->bhqd", cotangent.astype(top_keys.dtype), top_keys)
+  # Inside shard_map with the slots split (sharded_lookup), each shard's keys add
+  # their part to queries that are the same on every shard: sum the parts.
+  split = sorted(_varying_axes(grad) - _varying_axes(empty_queries))
+  if split:
+    grad = jax.lax.psum(grad, tuple(split))
+  return grad.astype(empty_queries.dtype), None, None
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+  """The shard_map axes `x` varies over (none outside shard_map)."""
+  aval = jax.typeof(x)
+  if hasattr(aval, "vma"):  # JAX before 0.10
+    return frozenset(aval.vma)
+  return frozenset(aval.mat.varying)
+
+
+_scores_with_gradient.defvjp(_scores_forward, _scores_backward)
 
 
 def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Array:
@@ -193,14 +243,14 @@ def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Arra
 
 
 def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Exact top-k slots of one group: [groups, queries, k] int32."""
+  """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32."""
   slots = keys.shape[1]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=False, group_start=group_start)
-  _, top_bins = jax.lax.top_k(maxima, k)
+  top_maxima, top_bins = jax.lax.top_k(maxima, k)
   members = slots // bins
-  if members == 1:
-    return top_bins
+  if members == 1:  # every bin one slot: its maximum is its score
+    return top_bins, top_maxima
   # Every true top-k entry is a member of one of the k best bins: rescore them all.
   candidates = (top_bins[..., None]
                 + bins * jnp.arange(members, dtype=jnp.int32)).reshape(*top_bins.shape[:2], -1)
@@ -208,41 +258,49 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
   scores = jnp.einsum("gqd,gqcd->gqc", queries, candidate_keys,
                       preferred_element_type=jnp.float32)
   scores = jnp.where(candidates < num_valid[:, None, None], scores, binning.EMPTY_SCORE)
-  _, best = jax.lax.top_k(scores, k)
-  return jnp.take_along_axis(candidates, best, axis=-1)
+  best_scores, best = jax.lax.top_k(scores, k)
+  return jnp.take_along_axis(candidates, best, axis=-1), best_scores
 
 
 def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Approximate top-k slots of one group by bin argmaxima: [groups, queries, k]."""
+  """Approximate top-k slots of one group by bin argmaxima, and their scores:
+  [groups, queries, k] int32, float32."""
   slots = keys.shape[1]
   if bins == slots:  # every slot its own bin: the exact answer
     return _exact_group(keys, group_start, queries, num_valid, k, bins, block)
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=True, group_start=group_start)
   packed, top_bins = jax.lax.top_k(maxima, k)
-  return binning.unpack_member(packed, slots, bins) * bins + top_bins
+  ids = binning.unpack_member(packed, slots, bins) * bins + top_bins
+  # The packed maxima lost their low mantissa bits to the member index: score the
+  # k chosen keys again (k rows per query, cheap beside the search).
+  scores = jnp.einsum("gqd,gqkd->gqk", queries, take_rows(keys, ids, group_start),
+                      preferred_element_type=jnp.float32)
+  return ids, scores
 
 
 def _approx_max_k(keys, queries, num_valid, k, recall_target):
-  """TPU: jax.lax.approx_max_k over the masked scores: [memories, queries, k] int32."""
+  """TPU: jax.lax.approx_max_k over the masked scores, fused with their matmul:
+  slots and scores [memories, queries, k] int32, float32."""
   scores = jnp.einsum("gqd,gsd->gqs", queries, keys, preferred_element_type=jnp.float32)
   slot = jnp.arange(keys.shape[1], dtype=jnp.int32)
   scores = jnp.where(slot[None, None, :] < num_valid[:, None, None], scores,
                      binning.EMPTY_SCORE)
-  _, ids = jax.lax.approx_max_k(scores, k, recall_target=recall_target)
-  return ids.astype(jnp.int32)
+  top_scores, ids = jax.lax.approx_max_k(scores, k, recall_target=recall_target)
+  return ids.astype(jnp.int32), top_scores
 
 
-def gather_result(keys: jax.Array, values: jax.Array, positions: jax.Array,
-                  num_valid: jax.Array, queries: jax.Array, slot_ids: jax.Array) -> LookupResult:
-  """Gathers the selected entries and rescores them against the queries.
+def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Array],
+                  num_valid: jax.Array, queries: jax.Array, slot_ids: jax.Array,
+                  scores: jax.Array) -> LookupResult:
+  """Gathers the selected entries; their scores get their gradient w.r.t. the queries.
 
   Args:
     keys, values: [batch, heads, slots, head_dim].
-    positions: [batch, slots] int32.
+    positions: [batch, slots] int32, or None (the result then has no positions).
     num_valid: [batch] int32 number of leading valid slots of each row.
     queries: [batch, heads, queries, head_dim] (gradients flow to these only).
-    slot_ids: [batch, heads, queries, k] int32 from `select_slots`.
+    slot_ids, scores: [batch, heads, queries, k] from `select_slots`.
   """
   b, h, slots, d = keys.shape
   per_memory = slot_ids.reshape(b * h, *slot_ids.shape[2:])
@@ -250,12 +308,10 @@ def gather_result(keys: jax.Array, values: jax.Array, positions: jax.Array,
                        per_memory).reshape(*slot_ids.shape, d)
   top_values = take_rows(jax.lax.stop_gradient(values).reshape(b * h, slots, d),
                          per_memory).reshape(*slot_ids.shape, d)
-  top_positions = take_rows(positions, slot_ids)
+  top_positions = None if positions is None else take_rows(positions, slot_ids)
   valid = slot_ids < num_valid[:, None, None, None]
-  top_keys, top_values, valid = (checkpoint_name(x, RETRIEVED)
-                                 for x in (top_keys, top_values, valid))
-  scores = jnp.einsum("bhqd,bhqkd->bhqk", queries, top_keys.astype(queries.dtype),
-                      preferred_element_type=jnp.float32)
-  scores = jnp.where(valid, scores, INVALID_SCORE)
+  top_keys, top_values, valid, scores = (checkpoint_name(x, RETRIEVED)
+                                         for x in (top_keys, top_values, valid, scores))
+  scores = jnp.where(valid, _scores_with_gradient(queries, top_keys, scores), INVALID_SCORE)
   return LookupResult(scores=scores, keys=top_keys, values=top_values,
-                      positions=top_positions, valid=valid)
+                      positions=top_positions, valid=valid, slots=slot_ids)

@@ -45,15 +45,17 @@ def _specs(batch_axis, heads_axis):
   return state, rows_heads
 
 
-def _local_lookup_then_write(state, queries, keys, values, *, k, method, recall_target):
-  found = lookup(state, queries, k, method=method, recall_target=recall_target)
+def _local_lookup_then_write(state, queries, keys, values, *, k, method, recall_target,
+                             with_positions):
+  found = lookup(state, queries, k, method=method, recall_target=recall_target,
+                 with_positions=with_positions)
   # Every read of the memory must finish before the write updates it in place, or
   # XLA keeps the old memory readable by copying all of it (twice) every step.
   # Optimisation barriers are dropped early on CPU, so make the write's slot
   # indices depend on the lookup's results instead: `count` below equals
   # state.count, but XLA cannot prove it and so orders the lookup first.
   probe = jax.lax.stop_gradient(found.scores[:, 0, 0, 0]) + found.values[:, 0, 0, 0, 0]
-  probe = probe.astype(jnp.float32) + found.positions[:, 0, 0, 0].astype(jnp.float32)
+  probe = probe.astype(jnp.float32) + found.slots[:, 0, 0, 0].astype(jnp.float32)
   state = state.replace(count=jnp.minimum(state.count + jnp.isnan(probe).astype(jnp.int32),
                                           state.count))
   return found, write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values))
@@ -61,8 +63,8 @@ def _local_lookup_then_write(state, queries, keys, values, *, k, method, recall_
 
 def lookup_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
                       values: jax.Array, k: int, *, method: str = "exact",
-                      recall_target: float = 0.95, placement: Optional[P] = None
-                      ) -> Tuple[LookupResult, MemoryState]:
+                      recall_target: float = 0.95, placement: Optional[P] = None,
+                      with_positions: bool = True) -> Tuple[LookupResult, MemoryState]:
   """Looks up the queries, then writes the segment's keys/values, shard by shard.
 
   Args:
@@ -70,15 +72,16 @@ def lookup_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
     queries: [batch, heads, queries, head_dim].
     keys, values: [batch, heads, length, head_dim] written after the lookup (so a
       segment never retrieves itself).
-    k, method, recall_target: as for `lookup`.
+    k, method, recall_target, with_positions: as for `lookup`.
     placement: where the memory's [batch, heads, slots, head_dim] live on the
       ambient mesh, e.g. PartitionSpec("data", "model"); None: not split.
   Returns:
     (the LookupResult, placed like the queries; the new memory).
   """
   check_lookup_args(state, queries, k, method, recall_target)
-  local = lambda s, q, kk, v: _local_lookup_then_write(s, q, kk, v, k=k, method=method,
-                                                         recall_target=recall_target)
+  local = lambda s, q, kk, v: _local_lookup_then_write(
+      s, q, kk, v, k=k, method=method, recall_target=recall_target,
+      with_positions=with_positions)
   placed = _mesh_and_axes(placement)
   if placed is None:
     return local(state, queries, keys, values)
@@ -93,12 +96,13 @@ def lookup_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
                            state, queries, keys, values)
 
 
-def lookup_in_place(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exact",
-                    recall_target: float = 0.95, placement: Optional[P] = None
-                    ) -> LookupResult:
+def lookup_on_shards(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exact",
+                     recall_target: float = 0.95, placement: Optional[P] = None,
+                     with_positions: bool = True) -> LookupResult:
   """`lookup`, shard by shard (see `lookup_then_write`); the memory is only read."""
   check_lookup_args(state, queries, k, method, recall_target)
-  local = lambda s, q: lookup(s, q, k, method=method, recall_target=recall_target)
+  local = lambda s, q: lookup(s, q, k, method=method, recall_target=recall_target,
+                              with_positions=with_positions)
   placed = _mesh_and_axes(placement)
   if placed is None:
     return local(state, queries)

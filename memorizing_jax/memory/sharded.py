@@ -73,9 +73,10 @@ def sharded_lookup(state: MemoryState, queries: jax.Array, k: int, *, mesh: Mesh
     shard = jax.lax.axis_index(slot_axis)
     filled = jnp.minimum(count, slots)
     num_valid = jnp.clip(filled - shard * local_slots, 0, local_slots).astype(jnp.int32)
-    slot_ids = select_slots(keys, num_valid, local_queries, local_k, method=method,
-                            recall_target=recall_target, bins=bins, block=block)
-    local = gather_result(keys, values, positions, num_valid, local_queries, slot_ids)
+    slot_ids, scores = select_slots(keys, num_valid, local_queries, local_k, method=method,
+                                    recall_target=recall_target, bins=bins, block=block)
+    local = gather_result(keys, values, positions, num_valid, local_queries, slot_ids, scores)
+    local = local.replace(slots=local.slots + shard * local_slots)  # the memory's own slots
     gathered = jax.tree.map(lambda x: _all_gather_invariant(x, slot_axis), local)
     ranking = jnp.where(gathered.valid, jax.lax.stop_gradient(gathered.scores),
                         binning.EMPTY_SCORE)

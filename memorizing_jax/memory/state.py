@@ -42,6 +42,24 @@ class MemoryState:
     return jnp.arange(self.slots, dtype=jnp.int32)[None, :] < filled[:, None]
 
 
+def ring_positions(count: jax.Array, slot_ids: jax.Array, slots: int) -> jax.Array:
+  """The document positions of the entries in `slot_ids`, for rows written in order.
+
+  A row whose document was written from its start with `write`'s default positions
+  holds positions max(0, count - slots) .. count - 1, position p in slot p % slots;
+  this is what `state.positions` then holds, computed without reading it.
+
+  Args:
+    count: [batch] int32 (MemoryState.count).
+    slot_ids: [batch, ...] int32 slots (e.g. LookupResult.slots).
+    slots: the memory's slots.
+  Returns:
+    [batch, ...] int32, meaningful where the slot holds an entry.
+  """
+  count = count.reshape(count.shape + (1,) * (slot_ids.ndim - 1))
+  return slot_ids + slots * ((count - 1 - slot_ids) // slots)
+
+
 def init(batch: int, heads: int, slots: int, head_dim: int,
          dtype: jnp.dtype = jnp.float32) -> MemoryState:
   """An empty memory. Returns a MemoryState with `count == 0` everywhere."""
@@ -140,19 +158,20 @@ def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array) -> jax.Ar
   """
   slots, length = buffer.shape[2], new.shape[2]
   j = jnp.arange(length, dtype=jnp.int32)
+  doubled = jnp.concatenate([new, new], axis=2)  # a shifted view of `new` is one slice of it
 
-  def one_row(row, update, first):  # [heads, slots, d], [heads, length, d], []
-    def blend(window_start, source):  # source[j]: index into `update`, or out of range
-      inside = (source >= 0) & (source < length)
+  def one_row(row, twice, first):  # [heads, slots, d], [heads, 2 * length, d], []
+    def blend(window_start, shift):  # window slot j takes new entry j + shift, if any
+      inside = (j + shift >= 0) & (j + shift < length)
+      shifted = jax.lax.dynamic_slice_in_dim(twice, jnp.mod(shift, length), length, axis=1)
       old = jax.lax.dynamic_slice_in_dim(row, window_start, length, axis=1)
-      return jnp.where(inside[None, :, None],
-                       jnp.take(update, jnp.clip(source, 0, length - 1), axis=1), old)
+      return jnp.where(inside[None, :, None], shifted, old)
     # The entries up to the last slot, in the window of `length` slots that holds
     # them and stays inside the buffer.
     window = jnp.minimum(first, slots - length)
-    row = jax.lax.dynamic_update_slice_in_dim(row, blend(window, window + j - first),
-                                              window, axis=1)
+    row = jax.lax.dynamic_update_slice_in_dim(row, blend(window, window - first), window,
+                                              axis=1)
     # The entries that wrap around to the first slots (none when first + length <= slots).
-    return jax.lax.dynamic_update_slice_in_dim(row, blend(0, j + slots - first), 0, axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(row, blend(0, slots - first), 0, axis=1)
 
-  return jax.vmap(one_row)(buffer, new, start)
+  return jax.vmap(one_row)(buffer, doubled, start)

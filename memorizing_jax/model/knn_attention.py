@@ -77,7 +77,7 @@ class MemoryMix(nn.Module):
           state, queries, keys, values, cfg.knn_k, method=cfg.lookup_method,
           recall_target=cfg.recall_target, placement=placement)
     else:  # decoding reads the memory only; the segment is written when it completes
-      found = memory.lookup_in_place(state, queries, cfg.knn_k, method=cfg.lookup_method,
+      found = memory.lookup_on_shards(state, queries, cfg.knn_k, method=cfg.lookup_method,
                                      recall_target=cfg.recall_target, placement=placement)
       new_state = memory_state
     logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], NEG_INF)
@@ -117,12 +117,13 @@ class MemoryMix(nn.Module):
     length = memory_out.shape[2]
     query_positions = (state.count[:, None] + query_offset
                        + jnp.arange(length, dtype=jnp.int32)[None])
-    distance = (query_positions[:, None, :, None] - found.positions).astype(jnp.float32)
+    positions = memory.ring_positions(state.count, found.slots, state.slots)
+    distance = (query_positions[:, None, :, None] - positions).astype(jnp.float32)
     valid_count = jnp.sum(found.valid, axis=-1)
     mean_distance = jnp.sum(jnp.where(found.valid, distance, 0.0), axis=-1) / jnp.maximum(
         valid_count, 1)
     for name, value in (("gate", gate), ("memory_share", share), ("memory_fill", fill),
                         ("mean_distance", mean_distance),
-                        ("retrieved_positions", found.positions),
+                        ("retrieved_positions", positions),
                         ("retrieved_weights", weights), ("retrieved_valid", found.valid)):
       self.sow(DIAGNOSTICS, name, value, init_fn=_none, reduce_fn=_keep_last)

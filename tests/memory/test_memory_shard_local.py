@@ -1,4 +1,4 @@
-"""lookup_then_write / lookup_in_place on 8 CPU devices against the whole-array functions."""
+"""lookup_then_write / lookup_on_shards on 8 CPU devices against the whole-array functions."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,10 +87,10 @@ def test_lookup_then_write_equals_the_whole_arrays(inputs, mesh_shape, placement
   assert moved <= queries.nbytes // mesh_shape[0] and (moved == 0) == (None not in placement)
 
 
-def test_lookup_in_place_reads_without_writing(inputs):
+def test_lookup_on_shards_reads_without_writing(inputs):
   state, (queries, _, _) = inputs
   placement = P("data", "model")
-  sharded = on_mesh(make_mesh(2, 4), placement, lambda s, q, kk, v: memory.lookup_in_place(
+  sharded = on_mesh(make_mesh(2, 4), placement, lambda s, q, kk, v: memory.lookup_on_shards(
       s, q, K, placement=placement))
   found = sharded(state, queries, queries, queries)
   want = memory.lookup(state, queries, K)

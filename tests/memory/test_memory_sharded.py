@@ -43,6 +43,7 @@ def test_sharded_exact_equals_unsharded(state_and_queries, mesh_shape):
   np.testing.assert_array_equal(sharded.valid, unsharded.valid)
   np.testing.assert_allclose(sharded.scores, unsharded.scores, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(sharded.positions, unsharded.positions)
+  np.testing.assert_array_equal(sharded.slots, unsharded.slots)
   np.testing.assert_array_equal(sharded.keys, unsharded.keys)
   np.testing.assert_array_equal(sharded.values, unsharded.values)
   # And both are the brute-force top-k.
@@ -98,5 +99,6 @@ def test_sharded_exact_with_fewer_slots_per_shard_than_k():
   queries = jnp.asarray(rng.normal(size=(2, 1, 3, 4)).astype(np.float32))
   sharded = memory.sharded_lookup(state, queries, 5, mesh=make_mesh(1, 8))  # 2 slots each
   unsharded = jit_lookup(state, queries, 5)
-  np.testing.assert_allclose(sharded.scores, unsharded.scores, rtol=1e-6)
+  # The scores come from each shard's own matmul: rounding differs from the whole memory's.
+  np.testing.assert_allclose(sharded.scores, unsharded.scores, rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(sharded.positions, unsharded.positions)

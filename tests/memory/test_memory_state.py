@@ -102,3 +102,26 @@ def test_write_rejects_mismatched_shapes_and_dtypes():
     memory.write(state, good.astype(jnp.int32), good)
   with pytest.raises(ValueError, match="reset mask"):
     memory.reset(state, jnp.zeros((3,), bool))
+
+
+_in_order_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from([1, 2, 5, 11])),
+        st.tuples(st.just("reset"), st.lists(st.booleans(), min_size=BATCH, max_size=BATCH))),
+    min_size=1, max_size=8)
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(slots=st.sampled_from([1, 4, 5]), operations=_in_order_operations)
+def test_ring_positions_are_the_stored_positions_of_in_order_writes(slots, operations):
+  state = memory.init(BATCH, HEADS, slots, HEAD_DIM)
+  for op, arg in operations:
+    if op == "reset":
+      state = jit_reset(state, jnp.asarray(arg))
+    else:
+      state = jit_write(state, jnp.zeros((BATCH, HEADS, arg, HEAD_DIM)),
+                        jnp.zeros((BATCH, HEADS, arg, HEAD_DIM)))
+  every_slot = jnp.broadcast_to(jnp.arange(slots, dtype=jnp.int32), (BATCH, slots))
+  computed = np.asarray(memory.ring_positions(state.count, every_slot, slots))
+  valid = np.asarray(state.valid_slots())
+  np.testing.assert_array_equal(computed[valid], np.asarray(state.positions)[valid])
