@@ -70,6 +70,7 @@ class StepCost:
   collectives: Dict[str, int]
   approx_top_k: bool
   compile_seconds: float
+  cycles: int = 0
 
   @property
   def peak_bytes(self) -> int:
@@ -88,7 +89,8 @@ class StepCost:
                flops=compiled_lib.flops_per_device(compiled),
                bytes_accessed=float(cost.get("bytes accessed", 0.0)),
                collectives=compiled_lib.collective_bytes(text),
-               approx_top_k=compiled_lib.has_approx_top_k(text), compile_seconds=seconds)
+               approx_top_k=compiled_lib.has_approx_top_k(text), compile_seconds=seconds,
+               cycles=compiled_lib.estimated_cycles(text))
 
 
 class DoesNotFitError(ValueError):
@@ -164,7 +166,8 @@ def summary(run, train: StepCost, evaluation: Optional[StepCost],
   """The figures a person deciding on a slice reads, as one flat JSON-able dict.
 
   Bytes are per device in GiB; `roofline_s` is the larger of FLOPs / peak FLOP/s and
-  bytes accessed / HBM bandwidth for the training step on one device.
+  bytes accessed / HBM bandwidth for the training step on one device;
+  `compiler_cycles` is the TPU compiler's own cycle estimate (0 elsewhere).
   """
   gib = lambda b: round(b / chips_lib.GIB, 3)
   out = {
@@ -179,6 +182,7 @@ def summary(run, train: StepCost, evaluation: Optional[StepCost],
       "flops": train.flops,
       "bytes_accessed": train.bytes_accessed,
       "approx_top_k": train.approx_top_k,
+      "compiler_cycles": train.cycles,
       "compile_s": round(train.compile_seconds, 1),
   }
   needed = train.peak_bytes

@@ -35,6 +35,7 @@ _CALLEES = re.compile(
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
 
 
 def shape_bytes(shape: str) -> int:
@@ -145,6 +146,28 @@ def collectives(hlo_text: str) -> List[Collective]:
       found.append(Collective(kind=kind, bytes=max(sent, received), executions=times,
                               op_name=op_name.group(1) if op_name else ""))
   return found
+
+
+def estimated_cycles(hlo_text: str) -> int:
+  """The TPU compiler's own estimate of a step's cycles on one core.
+
+  The sum of the `estimated_cycles` the TPU backend writes into the optimised HLO
+  of every op it scheduled, times how often the op runs; 0 for a program compiled
+  for another backend. A second compiled estimate beside the roofline, which
+  counts bytes the same whether the memory system serves them well or not.
+  """
+  computations, entry = _split_computations(hlo_text)
+  if entry is None:
+    return 0
+  executions = _executions(computations, entry)
+  total = 0
+  for name, lines in computations.items():
+    times = executions.get(name, 0)
+    for line in lines:
+      match = _CYCLES.search(line) if times else None
+      if match:
+        total += int(match.group(1)) * times
+  return total
 
 
 def collective_bytes(hlo_text: str) -> Dict[str, int]:

@@ -65,6 +65,7 @@ def test_train_step_for_tpu_keeps_the_memory_on_its_chip(compiled_steps):
   # The memory's step moves no more between chips than the XL-only step does.
   assert train.collectives["total"] - xl.collectives["total"] < 0.01 * memory_per_chip * 4
   assert train.flops > xl.flops > 0 and train.bytes_accessed > xl.bytes_accessed
+  assert train.cycles > xl.cycles > 0  # the TPU compiler's own estimate
 
 
 def test_summary_fits_and_estimates(compiled_steps):
@@ -105,4 +106,5 @@ def test_compile_command_prints_the_report(tmp_path):
   assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["fits"]
   assert report["approx_top_k"] and report["ratio_to_xl"] > 1.0
   assert report["roofline_s"] == pytest.approx(report["ratio_to_xl"] * report["xl_roofline_s"])
+  assert report["cycles_ratio_to_xl"] > 1.0
   assert "fits a 16.0 GiB v5e device" in done.stdout

@@ -17,7 +17,7 @@ HLO = """HloModule hand_written
   %p = (s32[], f32[8]{0}) parameter(0)
   %i = s32[] get-tuple-element(%p), index=0
   %v = f32[8]{0} get-tuple-element(%p), index=1
-  %moved = f32[8]{0} collective-permute(%v), channel_id=9, source_target_pairs={{0,1},{1,0}}, metadata={op_name="jit(f)/while/body/ppermute"}
+  %moved = f32[8]{0} collective-permute(%v), channel_id=9, source_target_pairs={{0,1},{1,0}}, metadata={op_name="jit(f)/while/body/ppermute"}, backend_config={"estimated_cycles":"7"}
   ROOT %next = (s32[], f32[8]{0}) tuple(%i, %moved)
 }
 
@@ -30,7 +30,7 @@ ENTRY %main (a: f32[4,16], b: bf16[2], init: (s32[], f32[8])) -> f32[16,16] {
   %a = f32[4,16]{1,0} parameter(0)
   %b = bf16[2]{0} parameter(1)
   %init = (s32[], f32[8]{0}) parameter(2)
-  %gathered = f32[16,16]{1,0} all-gather(%a), channel_id=1, dimensions={0}
+  %gathered = f32[16,16]{1,0} all-gather(%a), channel_id=1, dimensions={0}, backend_config={"flag_configs":[],"estimated_cycles":"100"}
   %reduced = (f32[16,16]{1,0}, bf16[2]{0}) all-reduce(%gathered, %b), channel_id=2, to_apply=%add
   %scattered = f32[4,16]{1,0} reduce-scatter(%gathered), channel_id=3, dimensions={0}, to_apply=%add
   %started = (f32[4,16]{1,0}, f32[16,16]{1,0}) all-gather-start(%a), channel_id=4, dimensions={0}
@@ -55,6 +55,11 @@ def test_collectives_of_hand_written_hlo():
   assert totals["total"] == 1024 + 1028 + 1024 + 1024 + 160
   loop = [c for c in compiled.collectives(HLO) if c.kind == "collective-permute"][0]
   assert loop.op_name == "jit(f)/while/body/ppermute"
+
+
+def test_estimated_cycles_count_each_execution():
+  assert compiled.estimated_cycles(HLO) == 100 + 5 * 7  # the loop body runs 5 times
+  assert compiled.estimated_cycles("HloModule empty") == 0
 
 
 def test_shape_bytes():
