@@ -100,7 +100,8 @@ def main(argv=None) -> None:
           roofline_ms=round(report["roofline_s"] * 1e3, 2),
           roofline_bound=report["roofline_bound"],
           ratio_to_xl=round(report["roofline_s"] / xl_roofline[key], 3),
-          cycles_ratio_to_xl=round(report["compiler_cycles"] / xl_cycles[key], 3),
+          cycles_ratio_to_xl=(round(report["compiler_cycles"] / xl_cycles[key], 3)
+                              if report["compiler_cycles"] and xl_cycles[key] else None),
           flops=report["flops"], bytes_accessed=report["bytes_accessed"],
           approx_top_k=report["approx_top_k"],
           collectives_gib=report["collectives_gib"]["total"],

@@ -37,8 +37,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import gin  # noqa: E402
 
 from memorizing_jax import main as main_lib  # noqa: E402  (its --gin_file/--gin_param flags)
+from memorizing_jax.train import aot  # noqa: E402
+from memorizing_jax.train import chips  # noqa: E402
+from memorizing_jax.train import loop  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v4:2x2x4, v5e:4x4, "
@@ -56,8 +60,6 @@ TRAIN_ARGUMENTS = ("model", "data", "optimizer", "mesh", "trainer")
 
 def configured_train_arguments() -> Dict[str, Any]:
   """The model, data, optimizer, mesh and trainer configs the parsed gin gives `train`."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
   try:
     bindings = gin.get_bindings(loop.train)
   except ValueError:  # no file binds loop.train: the defaults
@@ -70,7 +72,6 @@ def compile_for(devices: Sequence[Any], arguments: Dict[str, Any], evaluation: b
                 reference: bool = True) -> Dict[str, Any]:
   """Compiles the configured steps for `devices`; the report `summary` gives, plus
   `ratio_to_xl` when a reference step was compiled."""
-  from memorizing_jax.train import aot, chips, loop  # pylint: disable=g-import-not-at-top
 
   def build(model):
     return loop.build_run(model, arguments["data"], arguments["optimizer"], arguments["mesh"],
@@ -95,7 +96,7 @@ def compile_for(devices: Sequence[Any], arguments: Dict[str, Any], evaluation: b
     xl_train = aot.compile_train_step(build(dataclasses.replace(model, knn_layers=())))
     xl_roofline = peak.roofline_seconds(xl_train.flops, xl_train.bytes_accessed)
     report.update(xl_roofline_s=xl_roofline, ratio_to_xl=report["roofline_s"] / xl_roofline)
-    if xl_train.cycles:
+    if train.cycles and xl_train.cycles:  # 0 off TPU, None where not every op is estimated
       report["cycles_ratio_to_xl"] = train.cycles / xl_train.cycles
   return report
 
@@ -128,7 +129,6 @@ def main(argv: Sequence[str]) -> Optional[int]:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use --gin_file/--gin_param")
   if not FLAGS.topology:
     raise app.UsageError("--topology is required (e.g. --topology=v5e:4x4)")
-  from memorizing_jax.train import aot  # pylint: disable=g-import-not-at-top
   try:
     if not FLAGS.gin_file:
       raise main_lib.ConfigError("no --gin_file given; e.g. "

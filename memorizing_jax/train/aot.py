@@ -1,6 +1,6 @@
 """Ahead-of-time compilation of a run's steps, and what they cost per device.
 
-`compile_run` compiles the training step (and the evaluation step) exactly as the
+`compile_train_step` and `compile_eval_step` compile the steps exactly as the
 trainer builds them, for the run's devices: this host's, or a TPU topology's
 compile-only devices (`topology_devices`, libtpu on a CPU host, as MaxText's
 `train_compile.py` does). Nothing runs; the figures are the compiler's:
@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import jax
+from jax.experimental import topologies
 import numpy as np
 
 from memorizing_jax.model import state as model_state_lib
@@ -35,7 +36,6 @@ def topology_devices(topology: str, megacore: bool = True) -> List[Any]:
   (the default), v4 and v5p give one device per chip; else one per TensorCore,
   each with half the chip.
   """
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   options = ({"chip_config_name": "megacore"}
              if megacore and topology.startswith(MEGACORE_PREFIXES) else {})
   try:
@@ -70,7 +70,7 @@ class StepCost:
   collectives: Dict[str, int]
   approx_top_k: bool
   compile_seconds: float
-  cycles: int = 0
+  cycles: Optional[int] = 0
 
   @property
   def peak_bytes(self) -> int:
@@ -167,7 +167,8 @@ def summary(run, train: StepCost, evaluation: Optional[StepCost],
 
   Bytes are per device in GiB; `roofline_s` is the larger of FLOPs / peak FLOP/s and
   bytes accessed / HBM bandwidth for the training step on one device;
-  `compiler_cycles` is the TPU compiler's own cycle estimate (0 elsewhere).
+  `compiler_cycles` is the TPU compiler's own cycle estimate (0 elsewhere, None
+  where it could not estimate every op).
   """
   gib = lambda b: round(b / chips_lib.GIB, 3)
   out = {

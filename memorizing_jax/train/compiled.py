@@ -36,6 +36,7 @@ _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+UNKNOWN_CYCLES = (1 << 63) - 1
 
 
 def shape_bytes(shape: str) -> int:
@@ -148,13 +149,14 @@ def collectives(hlo_text: str) -> List[Collective]:
   return found
 
 
-def estimated_cycles(hlo_text: str) -> int:
-  """The TPU compiler's own estimate of a step's cycles on one core.
+def estimated_cycles(hlo_text: str) -> Optional[int]:
+  """The TPU compiler's own estimate of a step's cycles on one core, if it has one.
 
   The sum of the `estimated_cycles` the TPU backend writes into the optimised HLO
-  of every op it scheduled, times how often the op runs; 0 for a program compiled
-  for another backend. A second compiled estimate beside the roofline, which
-  counts bytes the same whether the memory system serves them well or not.
+  of every op it scheduled, times how often the op runs: a second compiled
+  estimate beside the roofline, which counts bytes the same whether the memory
+  system serves them well or not. 0 for a program compiled for another backend;
+  None when an op's estimate is unknown (the compiler writes INT64_MAX for it).
   """
   computations, entry = _split_computations(hlo_text)
   if entry is None:
@@ -166,6 +168,8 @@ def estimated_cycles(hlo_text: str) -> int:
     for line in lines:
       match = _CYCLES.search(line) if times else None
       if match:
+        if int(match.group(1)) >= UNKNOWN_CYCLES:
+          return None
         total += int(match.group(1)) * times
   return total
 

@@ -98,6 +98,7 @@ def test_compile_command_prints_the_report(tmp_path):
   done = subprocess.run(
       [sys.executable, "-m", "memorizing_jax.compile", "--gin_file=gin/quickstart.gin",
        "--gin_param=model_config.ModelConfig.lookup_method = 'approx'",
+       "--gin_param=model_config.ModelConfig.num_layers = 2",
        f"--topology={TOPOLOGY}", f"--out={out}"],
       capture_output=True, text=True, timeout=600, check=False)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -60,6 +60,8 @@ def test_collectives_of_hand_written_hlo():
 def test_estimated_cycles_count_each_execution():
   assert compiled.estimated_cycles(HLO) == 100 + 5 * 7  # the loop body runs 5 times
   assert compiled.estimated_cycles("HloModule empty") == 0
+  unknown = HLO.replace('"estimated_cycles":"7"', f'"estimated_cycles":"{2**63 - 1}"')
+  assert compiled.estimated_cycles(unknown) is None  # an op the compiler could not estimate
 
 
 def test_shape_bytes():
