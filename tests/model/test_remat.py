@@ -17,9 +17,8 @@ def loss_and_grads(built, params, tokens, state, sos):
   return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
-def test_remat_gives_the_same_loss_gradients_and_memory(build_model, remat):
-  plain, rematted = build_model(), build_model(remat=remat)
+def test_remat_gives_the_same_loss_gradients_and_memory(build_model):
+  plain, rematted = build_model(), build_model(remat="full")
   cfg = plain.config
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 3, cfg.segment_length + 1)), jnp.int32)

@@ -53,19 +53,15 @@ def test_tensorboard_events_hold_the_logged_metrics(reference):
   assert evals["perplexity"][8] == pytest.approx(result.evals[8]["perplexity"], rel=1e-6)
 
 
-def test_evaluating_mid_run_leaves_training_unchanged(reference, tiny, tmp_path):
+def test_evaluating_and_profiling_mid_run_leave_training_unchanged(reference, tiny, tmp_path):
   """An evaluation at step 4 parks the training memories in host memory and brings
-  them back: the losses of steps 5..8 equal the run's that never evaluated mid-way."""
+  them back, and steps 2-3 are traced: the losses equal the plain run's."""
   expected, _ = reference
-  result = loop.train(workdir=str(tmp_path), **tiny.replace(trainer=dict(eval_every=4)).kwargs())
+  result = loop.train(workdir=str(tmp_path), **tiny.replace(
+      trainer=dict(eval_every=4, profile_steps=2)).kwargs())
   assert result.train_losses == expected.train_losses
   assert sorted(result.evals) == [4, 8]
   assert result.evals[8] == pytest.approx(expected.evals[8], rel=1e-6)
-
-
-def test_profile_steps_write_a_trace(tiny, tmp_path):
-  loop.train(workdir=str(tmp_path), **tiny.replace(trainer=dict(total_steps=4,
-                                                                profile_steps=2)).kwargs())
   traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
   assert len(traces) == 1 and traces[0].stat().st_size > 0
 
