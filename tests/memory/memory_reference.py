@@ -1,10 +1,16 @@
-"""Independent numpy references for the memory tests, and a jitted lookup."""
+"""Independent numpy references for the memory tests, a jitted lookup, and the mesh."""
 from __future__ import annotations
 
 import jax
 import numpy as np
 
 from memorizing_jax import memory
+
+def make_mesh(data: int, model: int) -> jax.sharding.Mesh:
+  """A data x model mesh of the 8 forced CPU devices, Auto axes as the trainer's."""
+  return jax.make_mesh((data, model), ("data", "model"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
 
 # The lookup compiled whole: faster in tests than running it op by op.
 jit_lookup = jax.jit(memory.lookup, static_argnums=2,

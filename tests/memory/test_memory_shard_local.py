@@ -3,16 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from memorizing_jax import memory
 from memorizing_jax.train import compiled
+from memory_reference import make_mesh
 
 BATCH, HEADS, SLOTS, HEAD_DIM, LENGTH, K = 8, 8, 256, 8, 16, 6
-
-
-def make_mesh(data, model):
-  return jax.make_mesh((data, model), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 @pytest.fixture(scope="module")

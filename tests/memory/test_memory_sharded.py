@@ -3,16 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 
 from memorizing_jax import memory
-from memory_reference import brute_force_top_k, jit_lookup, recall
+from memory_reference import brute_force_top_k, jit_lookup, make_mesh, recall
 
 BATCH, HEADS, SLOTS, HEAD_DIM, QUERIES, K = 8, 2, 512, 8, 6, 8
-
-
-def make_mesh(data, model):
-  return jax.make_mesh((data, model), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 @pytest.fixture(scope="module")
