@@ -52,7 +52,7 @@ flags.DEFINE_integer("num_processes", None,
 flags.DEFINE_integer("process_id", None,
                      "This process's index, 0..num_processes-1 (default $JAX_PROCESS_ID).")
 flags.DEFINE_integer("profile_steps", 0,
-                     "Trace this many training steps (after the first, compiled one) with "
+                     "Trace this many training steps (from the run's second step on) with "
                      "jax.profiler into <workdir>/profile; the same as the binding "
                      "loop.TrainerConfig.profile_steps.")
 flags.DEFINE_integer("distributed_timeout", 300,

@@ -55,8 +55,8 @@ class TrainerConfig:
     stop_check_every: in a multi-process run, every this many steps the processes
       agree whether any of them received SIGTERM (then all save and stop together);
       each check waits for the step in flight. One process checks every step.
-    profile_steps: trace this many steps with `jax.profiler` (from the second step
-      of the run on, after compilation) into `<workdir>/profile`, for TensorBoard's
+    profile_steps: trace this many steps with `jax.profiler` (from the run's second
+      step on: the first one warms up) into `<workdir>/profile`, for TensorBoard's
       profile plugin or Perfetto; 0: no trace.
   """
 
@@ -87,7 +87,8 @@ class TrainerConfig:
 
 
 class Profiler:
-  """Traces steps `first_step .. first_step + steps - 1` with `jax.profiler`."""
+  """Traces the updates that start at step counters `first_step .. first_step + steps - 1`
+  with `jax.profiler`."""
 
   def __init__(self, directory: str, first_step: int, steps: int):
     self.directory, self.first_step, self.last_step = directory, first_step, first_step + steps
@@ -307,7 +308,7 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
       progress_bar=trainer.progress_bar, devices=run.partitioner.mesh.size,
       step_flops_per_device=compiled.flops_per_device(train_step),
       peak_flops_per_device=device_peak.peak_flops if device_peak else None)
-  profiler = Profiler(os.path.join(workdir, "profile"), first_step=step + 2,
+  profiler = Profiler(os.path.join(workdir, "profile"), first_step=step + 1,
                       steps=trainer.profile_steps)
   accumulator = metrics_lib.MetricsAccumulator()
   tokens_per_step = data.batch_size * model.segment_length
