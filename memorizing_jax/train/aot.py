@@ -111,9 +111,8 @@ _SIZE = r"\(([0-9.]+)([KMGT])\)"
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def _timed_compile(jitted, *args) -> StepCost:
-  started = time.perf_counter()
-  lowered = jitted.lower(*args)
+def _compiled_cost(lowered: jax.stages.Lowered, started: float) -> StepCost:
+  """Compiles `lowered`; its cost, timed from `started` (before the lowering)."""
   try:
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
@@ -126,11 +125,18 @@ def _timed_compile(jitted, *args) -> StepCost:
   return StepCost.of(compiled, time.perf_counter() - started)
 
 
-def compile_train_step(run) -> StepCost:
-  """Compiles `run.steps.train` for the run's mesh (see `loop.build_run`)."""
+def lower_train_step(run) -> jax.stages.Lowered:
+  """`run.steps.train` lowered for the run's mesh (see `loop.build_run`), from the
+  state's and a batch's shapes: the trainer compiles this once before its loop."""
   batch = steps_lib.abstract_batch(run.partitioner, run.data.batch_size,
                                    run.model_config.segment_length)
-  return _timed_compile(run.steps.train, run.layout.abstract, batch)
+  return run.steps.train.lower(run.layout.abstract, batch)
+
+
+def compile_train_step(run) -> StepCost:
+  """Compiles `run.steps.train` for the run's mesh and reads what it costs."""
+  started = time.perf_counter()
+  return _compiled_cost(lower_train_step(run), started)
 
 
 def abstract_eval_state(run) -> Any:
@@ -143,10 +149,11 @@ def abstract_eval_state(run) -> Any:
 
 def compile_eval_step(run) -> StepCost:
   """Compiles `run.steps.evaluate` (the eval batch size's model state)."""
+  started = time.perf_counter()
   batch = steps_lib.abstract_batch(run.partitioner, run.data.eval_batch_size,
                                    run.model_config.segment_length)
-  return _timed_compile(run.steps.evaluate, run.layout.abstract.params, abstract_eval_state(run),
-                        batch)
+  lowered = run.steps.evaluate.lower(run.layout.abstract.params, abstract_eval_state(run), batch)
+  return _compiled_cost(lowered, started)
 
 
 def evaluation_peak_bytes(run, train: StepCost, evaluation: StepCost) -> int:

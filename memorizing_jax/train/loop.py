@@ -25,6 +25,7 @@ import optax
 
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.transformer import MemorizingTransformer
+from memorizing_jax.train import aot
 from memorizing_jax.train import checkpoints as checkpoints_lib
 from memorizing_jax.train import chips
 from memorizing_jax.train import compiled
@@ -299,9 +300,7 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   step = int(jax.device_get(state.step))
   result = TrainResult(step=step, train_losses={}, evals={})
   # Compiled once, ahead of the loop: its FLOPs give the utilisation (`mfu`).
-  train_step = run.steps.train.lower(
-      run.layout.abstract,
-      steps_lib.abstract_batch(run.partitioner, data.batch_size, model.segment_length)).compile()
+  train_step = aot.lower_train_step(run).compile()
   device_peak = chips.device_peak(run.partitioner.mesh.devices.flat[0])
   logger = metrics_lib.MetricsLogger(
       workdir, step, trainer.total_steps, enabled=jax.process_index() == 0,

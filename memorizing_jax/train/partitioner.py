@@ -88,10 +88,6 @@ class Partitioner:
                                 if config.logical_axis_rules is not None
                                 else default_logical_axis_rules())
 
-  @property
-  def data_parallelism(self) -> int:
-    return self.mesh.shape["data"]
-
   def in_mesh(self, fn):
     """`fn` traced with this mesh and these rules in context (see `axes.in_mesh`)."""
     return axes.in_mesh(fn, self.mesh, self.rules)
