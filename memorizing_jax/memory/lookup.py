@@ -281,13 +281,18 @@ def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
 
 def _approx_max_k(keys, queries, num_valid, k, recall_target):
   """TPU: jax.lax.approx_max_k over the masked scores, fused with their matmul:
-  slots and scores [memories, queries, k] int32, float32."""
-  scores = jnp.einsum("gqd,gsd->gqs", queries, keys, preferred_element_type=jnp.float32)
+  slots and scores [memories, queries, k] int32, float32.
+
+  The scores are laid out [memories, slots, queries] and reduced over the slots:
+  the TPU compiler then moves the candidates between layouts half as often as for
+  [memories, queries, slots] (its cycle estimate for the selection halves)."""
+  scores = jnp.einsum("gsd,gqd->gsq", keys, queries, preferred_element_type=jnp.float32)
   slot = jnp.arange(keys.shape[1], dtype=jnp.int32)
-  scores = jnp.where(slot[None, None, :] < num_valid[:, None, None], scores,
+  scores = jnp.where(slot[None, :, None] < num_valid[:, None, None], scores,
                      binning.EMPTY_SCORE)
-  top_scores, ids = jax.lax.approx_max_k(scores, k, recall_target=recall_target)
-  return ids.astype(jnp.int32), top_scores
+  top_scores, ids = jax.lax.approx_max_k(scores, k, reduction_dimension=1,
+                                         recall_target=recall_target)
+  return jnp.swapaxes(ids, 1, 2).astype(jnp.int32), jnp.swapaxes(top_scores, 1, 2)
 
 
 def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Array],

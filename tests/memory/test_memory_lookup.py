@@ -136,6 +136,27 @@ def test_approx_recall_meets_target(slots, k, recall_target):
   assert min(recalls) >= recall_target, recalls
 
 
+def test_tpu_branch_returns_slots_and_scores_per_query():
+  """The TPU selection (approx_max_k over [memories, slots, queries] scores), run
+  on CPU, where XLA computes approx_max_k exactly: its slots and scores are the
+  brute-force top-k of each query's valid slots, in the [memories, queries, k] order."""
+  rng = np.random.default_rng(5)
+  memories, slots, nq, d, k = 3, 256, 5, 8, 4
+  keys = rng.normal(size=(memories, slots, d)).astype(np.float32)
+  queries = rng.normal(size=(memories, nq, d)).astype(np.float32)
+  num_valid = np.array([256, 100, 3], np.int32)  # full, partly filled, fewer than k
+  ids, scores = jax.jit(memory.lookup_lib._approx_max_k, static_argnums=(3, 4))(
+      keys, queries, num_valid, k, 0.95)
+  assert ids.shape == scores.shape == (memories, nq, k) and ids.dtype == jnp.int32
+  true_scores, true_slots, _ = brute_force_top_k(queries[:, None], keys[:, None], num_valid, k)
+  true_scores, true_slots = true_scores[:, 0], true_slots[:, 0]  # one head per memory
+  valid = true_slots >= 0
+  np.testing.assert_array_equal(np.where(valid, ids, -1), true_slots)
+  np.testing.assert_allclose(np.where(valid, scores, 0), np.where(valid, true_scores, 0),
+                             rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(scores)[~valid] <= binning.EMPTY_SCORE)
+
+
 def test_approx_bin_count_follows_recall_formula():
   bins = binning.approx_bin_count(65536, 32, 0.95)
   assert binning.expected_recall(bins, 32) >= 0.95
