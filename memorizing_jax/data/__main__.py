@@ -26,11 +26,12 @@ import numpy as np
 from memorizing_jax.data import repeats  # numpy only, cheap
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
+PROG = "python -m memorizing_jax.data"
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m memorizing_jax.data", description=__doc__,
+      prog=PROG, description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--task", default="python_stdlib", help="a task of memorizing_jax.data.tasks")
   parser.add_argument("--split", action="append", choices=("train", "validation", "test"),
@@ -72,6 +73,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument("--repeat_edges", default="256,1536,8192,32768",
                       help="with --repeats: comma-separated distance band edges, e.g. the "
                            "segment + XL window and the memory sizes")
+  parser.add_argument("--keep_binary_files", action="store_true",
+                      help="read binary and undecodable files of a folder corpus too "
+                           "(skipped by default; see memorizing_jax/data/documents.py)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
   if not (args.stats or args.sample or args.prepare_pg19_from or args.read_steps
@@ -106,11 +110,13 @@ def split_stats(cache) -> dict:
   return stats
 
 
-def sample_segment(task: str, split: str, vocabulary, length: int, data_dir) -> dict:
+def sample_segment(task: str, split: str, vocabulary, length: int, data_dir,
+                   keep_binary_files: bool = False) -> dict:
   """The first row of the first eval batch of the split, decoded."""
   from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   stream = pipeline.make_stream(task, split, 1, length, vocabulary=vocabulary, mode="eval",
-                                data_dir=data_dir, progress=False)
+                                data_dir=data_dir, progress=False,
+                                keep_binary_files=keep_binary_files)
   batch = next(stream)
   mask = batch["loss_mask"][0] > 0
   return dict(document_id=int(batch["document_id"][0]),
@@ -136,13 +142,15 @@ def split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) ->
 
 
 def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, seed: int,
-                   steps: int, start: int, data_dir, top: int = 10) -> dict:
+                   steps: int, start: int, data_dir, top: int = 10,
+                   keep_binary_files: bool = False) -> dict:
   """Which documents the training stream reads in steps [start, steps): their number,
   the targets read, and the `top` documents by targets read, with their share."""
   from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   stream = pipeline.make_stream(task, "train", batch_size, segment_length,
                                 vocabulary=vocabulary, mode="train", seed=seed,
-                                data_dir=data_dir, progress=False)
+                                data_dir=data_dir, progress=False,
+                                keep_binary_files=keep_binary_files)
   read = np.zeros(len(stream.document_names), np.int64)
   for step in range(steps):
     batch = next(stream)
@@ -159,9 +167,32 @@ def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, 
                    for i in order if read[i] > 0])
 
 
+def fail(message: str, exit_code: int) -> int:
+  """Prints `message` as one line on stderr, as argparse does; returns `exit_code`."""
+  print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+  return exit_code
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command; a usage error exits 2, a missing file or folder 1, with one
+  line on stderr and no traceback."""
   args = parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter.
+  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  try:
+    tasks.get_reader(args.task)
+  except ValueError as error:  # An unknown task: a usage error.
+    return fail(error, 2)
+  if args.corpus_dir and not os.path.isdir(os.path.expanduser(args.corpus_dir)):
+    return fail(f"--corpus_dir {args.corpus_dir} is not a folder", 2)
+  try:
+    return run(args)
+  except FileNotFoundError as error:
+    return fail(error, 1)
+
+
+def run(args: argparse.Namespace) -> int:
+  """Prints what `args` ask for as JSON."""
   from memorizing_jax.data import pg19  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import token_cache  # pylint: disable=g-import-not-at-top
@@ -190,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result["repeats"] = {}
   for split in splits if args.stats or args.repeats else ():
     cache = token_cache.load_or_build(args.task, split, vocabulary, args.data_dir,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress,
+                                      keep_binary_files=args.keep_binary_files)
     if args.stats:
       result["splits"][split] = split_stats(cache)
     if args.repeats:
@@ -201,12 +233,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f"--repeats: {e}") from None
   if args.sample:
     result["sample"] = {split: sample_segment(args.task, split, vocabulary,
-                                              args.sample_length, args.data_dir)
+                                              args.sample_length, args.data_dir,
+                                              args.keep_binary_files)
                         for split in splits}
   if args.read_steps:
     result["reading"] = documents_read(args.task, vocabulary, args.batch_size,
                                        args.segment_length, args.seed, args.read_steps,
-                                       args.read_from, args.data_dir)
+                                       args.read_from, args.data_dir,
+                                       keep_binary_files=args.keep_binary_files)
   print(json.dumps(result, indent=1, ensure_ascii=False))
   return 0
 

@@ -101,7 +101,9 @@ class Pg19Reader:
     return info
 
   def documents(self, split: str, data_dir: Optional[PathLike] = None,
-                report: Optional[ReadReport] = None) -> Iterator[Document]:
+                report: Optional[ReadReport] = None, *,
+                keep_binary_files: bool = False) -> Iterator[Document]:
+    del keep_binary_files  # Books are text; undecodable bytes are replaced and counted.
     sources.check_split(split, self.splits)
     self._info_file(data_dir)
     report = ReadReport() if report is None else report
@@ -115,7 +117,7 @@ class Pg19Reader:
         report.replaced_characters += replaced
         yield str(int(example["book_id"])), (lambda text=text: text)
 
-    return documents_lib.iter_nonempty(read(), report)
+    return documents_lib.iter_nonempty(read(), report, source=f"{self.name}/{split}")
 
   def fingerprint(self, split: str, data_dir: Optional[PathLike] = None) -> str:
     sources.check_split(split, self.splits)

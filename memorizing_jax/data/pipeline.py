@@ -12,7 +12,8 @@ tokens under the data directory (see `token_cache.py`); later calls memory-map t
 Document ids are positions in that cache, so a saved state restores only into a
 stream over the same documents and vocabulary (`restore` checks a hash of the
 cached tokens, which is the same on every host with the same files, and the
-vocabulary's fingerprint, and names what differs).
+vocabulary's fingerprint, and names what differs), or over the same documents
+followed by appended ones (a corpus that grew: see `streams.py`).
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ get_vocabulary = vocab_lib.get_vocabulary
 def make_stream(task: str, split: str, batch_size: int, segment_length: int, *,
                 vocabulary: seqio.Vocabulary, mode: str = "train", seed: int = 0,
                 process_index: int = 0, process_count: int = 1,
-                data_dir: Optional[PathLike] = None, progress: bool = True
-                ) -> SegmentStream:
+                data_dir: Optional[PathLike] = None, progress: bool = True,
+                keep_binary_files: bool = False) -> SegmentStream:
   """A stream of `[batch_size, segment_length]` segment batches of `task`/`split`.
 
   Args:
@@ -50,11 +51,15 @@ def make_stream(task: str, split: str, batch_size: int, segment_length: int, *,
     data_dir: where token caches, vocabularies and TFDS data live (see
       `data_dir.py`; also the root of `corpora/<task>` folders).
     progress: show a progress bar while tokenising a split for the first time.
+    keep_binary_files: read binary and undecodable files of folder corpora too
+      (decoded with U+FFFD replacements) instead of skipping them (see
+      `documents.binary_kind`).
 
   Returns:
     A `SegmentStream` (see `streams.py` for the batch layout and the state).
   """
-  cache = token_cache.load_or_build(task, split, vocabulary, data_dir, progress=progress)
+  cache = token_cache.load_or_build(task, split, vocabulary, data_dir, progress=progress,
+                                    keep_binary_files=keep_binary_files)
   if cache.num_documents == 0:
     raise ValueError(f"task {task!r} split {split!r} has no documents "
                      f"(read report: {cache.meta['report']}); check the corpus folder")
@@ -64,4 +69,5 @@ def make_stream(task: str, split: str, batch_size: int, segment_length: int, *,
       pad_id=vocabulary.pad_id, eos_id=vocabulary.eos_id,
       identity=dict(task=task, split=split, vocabulary=cache.meta["vocabulary"],
                     tokens=cache.content_hash),
-      document_names=cache.names)
+      document_names=cache.names,
+      prefix_identity=lambda n: dict(tokens=token_cache.prefix_content_hash(cache, n)))

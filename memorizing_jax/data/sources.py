@@ -2,8 +2,11 @@
 
 A reader is a small object with
   - `splits`: the split names it serves;
-  - `documents(split, data_dir=None, report=None)`: an iterator of `Document`s in a
-    deterministic order (the order of document ids in the token cache);
+  - `documents(split, data_dir=None, report=None, *, keep_binary_files=False)`: an
+    iterator of `Document`s in a deterministic order (the order of document ids in
+    the token cache); readers of files skip binary and undecodable files unless
+    `keep_binary_files` (see `documents.binary_kind`), skip unreadable ones with a
+    warning, count what they skipped in `report`, and log one summary line per split;
   - `fingerprint(split, data_dir=None)`: a cheap string that changes when the
     documents may have changed (used to key caches; reads no file contents).
 
@@ -51,13 +54,22 @@ def check_split(split: str, splits: Sequence[str]) -> None:
 
 
 def stat_fingerprint(root: pathlib.Path, relative_paths: Sequence[str], *extra: str) -> str:
-  """A hash of the paths, sizes and modification times of files (no contents read)."""
+  """A hash of the paths, sizes and modification times of files (no contents read).
+
+  A file that cannot be stat'ed (a dangling symlink, a symlink loop) enters the hash
+  by its path and error number: the reader skips it, and the hash changes once it
+  can be read.
+  """
   digest = hashlib.sha256()
   for part in extra:
     digest.update(part.encode("utf-8") + b"\0")
   for rel in relative_paths:
-    stat = (root / rel).stat()
-    digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode("utf-8"))
+    try:
+      stat = (root / rel).stat()
+      described = f"{stat.st_size}\0{stat.st_mtime_ns}"
+    except OSError as error:
+      described = f"unreadable {error.errno}"
+    digest.update(f"{rel}\0{described}\0".encode("utf-8"))
   return digest.hexdigest()[:16]
 
 
@@ -79,6 +91,10 @@ class FolderReader:
       ignored), joined in that order (the paper's Isabelle construction: theories
       concatenated in dependency order). Files not listed are not read; files at the
       top level are ignored.
+
+  Binary and undecodable files are skipped unless `documents(...,
+  keep_binary_files=True)`; unreadable entries (dangling symlinks, symlink loops,
+  files without read permission) are skipped with a warning. See `ReadReport`.
 
   Where the folder is: `root` when given; else the environment variable
   `MEMORIZING_JAX_<NAME>_DIR` (e.g. MEMORIZING_JAX_GITHUB_DIR); else
@@ -153,12 +169,15 @@ class FolderReader:
     return root, entries
 
   def documents(self, split: str, data_dir: Optional[PathLike] = None,
-                report: Optional[ReadReport] = None) -> Iterator[Document]:
+                report: Optional[ReadReport] = None, *,
+                keep_binary_files: bool = False) -> Iterator[Document]:
+    """The split's documents in name order; see the class docstring for what is skipped."""
     report = ReadReport() if report is None else report
     root, entries = self._entries(split, data_dir)
     return documents_lib.iter_nonempty(
-        ((name, lambda files=files: documents_lib.read_joined(root, files, report))
-         for name, files in entries), report)
+        ((name, lambda files=files: documents_lib.read_joined(
+            root, files, report, keep_binary_files))
+         for name, files in entries), report, source=f"{self.name}/{split}")
 
   def fingerprint(self, split: str, data_dir: Optional[PathLike] = None) -> str:
     root, entries = self._entries(split, data_dir)
@@ -221,13 +240,15 @@ class PythonStdlibReader:
     return [(name, files) for name, files in entries if split_of(name) == split]
 
   def documents(self, split: str, data_dir: Optional[PathLike] = None,
-                report: Optional[ReadReport] = None) -> Iterator[Document]:
+                report: Optional[ReadReport] = None, *,
+                keep_binary_files: bool = False) -> Iterator[Document]:
     del data_dir  # The standard library is where Python is.
     report = ReadReport() if report is None else report
     root = self.stdlib_dir
     return documents_lib.iter_nonempty(
-        ((name, lambda files=files: documents_lib.read_joined(root, files, report))
-         for name, files in self._entries(split)), report)
+        ((name, lambda files=files: documents_lib.read_joined(
+            root, files, report, keep_binary_files))
+         for name, files in self._entries(split)), report, source=f"{self.name}/{split}")
 
   def fingerprint(self, split: str, data_dir: Optional[PathLike] = None) -> str:
     del data_dir

@@ -21,11 +21,22 @@ number of batches (the most any process needs), then stops.
 
 The position of the stream is `state()`, a small JSON-serialisable dict;
 `restore(state)` continues exactly where that state was taken.
+
+A corpus that grew: documents appended after the existing ones (ids N..M-1 added
+to ids 0..N-1, e.g. a new file whose name sorts after the others) keep the ids of
+the old ones, so a state taken over the N documents restores into a stream over
+the M when the stream can check that its first N documents are those the state
+was taken over (`prefix_identity`). The epoch under way keeps its order over the
+N documents (already read ones are not read again) and reads this process's new
+documents after them, in id order; later epochs shuffle all M. A corpus that
+changed otherwise (a document edited, removed or inserted before the end) cannot
+be restored: the error says so.
 """
 from __future__ import annotations
 
 import heapq
-from typing import Any, Iterator, Mapping, Optional, Sequence
+import logging
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -64,7 +75,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
                segment_length: int, *, mode: str = "train", seed: int = 0,
                process_index: int = 0, process_count: int = 1, pad_id: int = 0,
                eos_id: int = 1, identity: Optional[Mapping[str, Any]] = None,
-               document_names: Optional[Sequence[str]] = None):
+               document_names: Optional[Sequence[str]] = None,
+               prefix_identity: Optional[Callable[[int], Mapping[str, Any]]] = None):
     """Args:
       tokens: [total_tokens] every document's tokens back to back.
       offsets: [num_documents + 1] document i is tokens[offsets[i]:offsets[i + 1]].
@@ -80,6 +92,10 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
         `state()` and checked by `restore()`.
       document_names: names of the documents by id, kept as `document_names` for
         analysis (e.g. which file a row reads).
+      prefix_identity: `prefix_identity(n)` is what `identity` would be for a
+        stream over only the first n documents (e.g. the content hash of those
+        documents): lets `restore` take a state of a stream over fewer documents,
+        taken before documents were appended. None: such states are refused.
     """
     if mode not in STREAM_MODES:
       raise ValueError(f"unknown stream mode {mode!r}; expected one of {STREAM_MODES}")
@@ -93,6 +109,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     self._offsets = np.asarray(offsets, np.int64)
     self._lengths = np.diff(self._offsets)
     num_documents = len(self._lengths)
+    self._num_documents = num_documents
+    self._prefix_identity = prefix_identity
     self.document_names = None if document_names is None else list(document_names)
     self.batch_size, self.segment_length = batch_size, segment_length
     self.mode, self.seed = mode, seed
@@ -119,15 +137,26 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     self._step = 0
     self._epoch = 0
     self._next_position = 0
-    self._order = self._epoch_order(0)
+    self._epoch_documents = self._num_documents
+    self._order = self._epoch_order(0, self._epoch_documents)
     self._row_document = np.full((self.batch_size,), -1, np.int64)
     self._row_offset = np.zeros((self.batch_size,), np.int64)
 
-  def _epoch_order(self, epoch: int) -> np.ndarray:
+  def _epoch_order(self, epoch: int, drawn_over: int) -> np.ndarray:
+    """This process's document ids in the order epoch `epoch` reads them.
+
+    Args:
+      epoch: the epoch.
+      drawn_over: the documents (ids below it) the epoch's permutation was drawn
+        over: the number of documents when the epoch began. Documents appended since
+        (ids from `drawn_over` on) follow them, in id order.
+    """
     if self.mode == "eval":
       return self._shard
+    drawn = self._shard[self._shard < drawn_over]
+    appended = self._shard[self._shard >= drawn_over]
     rng = np.random.default_rng([self.seed, self.process_index, epoch])
-    return self._shard[rng.permutation(len(self._shard))]
+    return np.concatenate([drawn[rng.permutation(len(drawn))], appended])
 
   def _take_next_document(self) -> int:
     """The next document id of this process's order, or -1 when eval has none left."""
@@ -136,7 +165,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
         return -1
       self._epoch += 1
       self._next_position = 0
-      self._order = self._epoch_order(self._epoch)
+      self._epoch_documents = self._num_documents
+      self._order = self._epoch_order(self._epoch, self._epoch_documents)
     document = int(self._order[self._next_position])
     self._next_position += 1
     return document
@@ -194,23 +224,77 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     """The stream's position and configuration, JSON-serialisable."""
     return dict(
         self._config, step=self._step, epoch=self._epoch,
-        next_position=self._next_position,
+        next_position=self._next_position, epoch_documents=self._epoch_documents,
         row_document=self._row_document.tolist(), row_offset=self._row_offset.tolist())
 
   def restore(self, state: Mapping[str, Any]) -> None:
-    """Continues from `state` (from `state()` of a stream over the same data).
+    """Continues from `state` (from `state()` of a stream over the same data, or over
+    its first documents before more were appended: see the module docstring).
 
     Raises ValueError naming every setting that differs from this stream's.
     """
-    mismatched = {k: (state.get(k), v) for k, v in self._config.items() if state.get(k) != v}
-    if mismatched:
-      details = ", ".join(f"{k}: saved {a!r} != this stream's {b!r}"
-                          for k, (a, b) in sorted(mismatched.items()))
-      raise ValueError(f"cannot restore a stream state taken from a different stream "
-                       f"({details})")
+    saved_documents = int(state.get("num_documents", -1))
+    self._check_same_stream(state)
+    if saved_documents < self._num_documents:
+      logging.warning(
+          "restoring a data stream over %d documents into one over %d: the corpus grew; "
+          "the %d appended documents are read after the rest of epoch %d",
+          saved_documents, self._num_documents, self._num_documents - saved_documents,
+          int(state["epoch"]))
     self._step = int(state["step"])
     self._epoch = int(state["epoch"])
     self._next_position = int(state["next_position"])
-    self._order = self._epoch_order(self._epoch)
+    # States saved before appended documents were supported drew every epoch over
+    # all the documents the stream had.
+    self._epoch_documents = int(state.get("epoch_documents", saved_documents))
+    self._order = self._epoch_order(self._epoch, self._epoch_documents)
     self._row_document = np.asarray(state["row_document"], np.int64)
     self._row_offset = np.asarray(state["row_offset"], np.int64)
+
+  def _check_same_stream(self, state: Mapping[str, Any]) -> None:
+    """Raises ValueError unless `state` is of this stream, or of this stream before
+    documents were appended (checked with `prefix_identity`)."""
+    saved_documents = state.get("num_documents")
+    grew = (isinstance(saved_documents, int)
+            and 0 < saved_documents < self._num_documents)
+    expected, prefix_keys = dict(self._config), set()
+    if grew and self._prefix_identity is not None:
+      prefix = self._prefix_identity(saved_documents)
+      prefix_keys = set(prefix)
+      expected.update(prefix, num_documents=saved_documents)
+    mismatched = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+    if not mismatched:
+      return
+    details = ", ".join(f"{k}: saved {a!r} != this stream's {b!r}"
+                        for k, (a, b) in sorted(mismatched.items()))
+    reason = self._why_not_grown(state, grew, prefix_keys & set(mismatched))
+    raise ValueError(f"cannot restore a stream state taken from a different stream "
+                     f"({details}){reason}")
+
+  def _why_not_grown(self, state: Mapping[str, Any], grew: bool,
+                     changed_prefix: set) -> str:
+    """What the error says about a corpus whose documents changed.
+
+    Args:
+      state: the state being restored.
+      grew: whether the stream has more documents than the state.
+      changed_prefix: keys of `prefix_identity` that differ (the first documents
+        are not those of the state).
+    """
+    saved_documents = state.get("num_documents")
+    if saved_documents == self._num_documents:
+      return ""
+    if grew and self._prefix_identity is not None and not changed_prefix:
+      return ""  # The documents are fine; another setting differs.
+    if not grew:
+      return (f". The corpus has {self._num_documents} documents, fewer than the "
+              f"{saved_documents} the state was taken over: documents were removed. Put "
+              "them back to resume; only appending documents keeps a run resumable")
+    if self._prefix_identity is None:
+      return (". The corpus grew, but this stream cannot check that its first documents "
+              "are unchanged (it was built without prefix_identity)")
+    return (f". The corpus grew from {saved_documents} to {self._num_documents} "
+            f"documents, but its first {saved_documents} are not those the state was "
+            "taken over: a document was edited, removed, or added before the end of the "
+            "document order. Only documents appended at the end (names sorting after the "
+            "existing ones) keep a run resumable; restore the changed documents to resume")

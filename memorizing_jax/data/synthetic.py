@@ -200,9 +200,9 @@ class SyntheticReader:
     self.name = name
     self.splits = SPLITS
 
-  def documents(self, split: str, data_dir=None,
-                report: Optional[ReadReport] = None) -> Iterator[Document]:
-    del data_dir  # Generated, not read.
+  def documents(self, split: str, data_dir=None, report: Optional[ReadReport] = None, *,
+                keep_binary_files: bool = False) -> Iterator[Document]:
+    del data_dir, keep_binary_files  # Generated, not read.
     if split not in self.splits:
       raise ValueError(f"unknown split {split!r}; expected one of {list(self.splits)}")
     report = ReadReport() if report is None else report

@@ -31,7 +31,7 @@ from memorizing_jax.data import vocab as vocab_lib
 from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
 from memorizing_jax.data.documents import ReadReport
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: binary files skipped, skip counts in the report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +75,44 @@ class TokenCache:
     return self.tokens[self.offsets[document_id]:self.offsets[document_id + 1]]
 
 
+class ContentHash:
+  """The hash of a cache's documents (names and token bytes, in id order), built one
+  document at a time: equal on every host with the same documents and vocabulary."""
+
+  def __init__(self, vocabulary_fingerprint: str):
+    self._digest = hashlib.sha256(vocabulary_fingerprint.encode())
+
+  def add(self, name: str, token_bytes: bytes) -> None:
+    self._digest.update(name.encode("utf-8") + b"\0" + len(token_bytes).to_bytes(8, "little"))
+    self._digest.update(token_bytes)
+
+  def value(self) -> str:
+    return self._digest.hexdigest()[:16]
+
+
+def prefix_content_hash(cache: TokenCache, num_documents: int) -> str:
+  """The content hash the cache would have if it held only its first `num_documents`
+  documents: equal to the `content_hash` of a cache built before documents were
+  appended (reads those documents' tokens once)."""
+  if not 0 <= num_documents <= cache.num_documents:
+    raise ValueError(f"num_documents must be in [0, {cache.num_documents}], got "
+                     f"{num_documents}")
+  content = ContentHash(cache.meta["vocabulary"])
+  for document_id in range(num_documents):
+    content.add(cache.names[document_id], np.asarray(cache.document(document_id)).tobytes())
+  return content.value()
+
+
 def token_dtype(vocabulary: seqio.Vocabulary) -> np.dtype:
   """uint16 when every id fits, else int32."""
   return np.dtype(np.uint16 if vocabulary.vocab_size <= 2**16 else np.int32)
 
 
 def cache_key(task: str, split: str, source_fingerprint: str, vocabulary_fingerprint: str,
-              min_tokens: int) -> str:
+              min_tokens: int, keep_binary_files: bool = False) -> str:
   spec = dict(task=task, split=split, source=source_fingerprint,
               vocabulary=vocabulary_fingerprint, min_tokens=min_tokens,
-              format=_FORMAT_VERSION)
+              keep_binary_files=keep_binary_files, format=_FORMAT_VERSION)
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -100,18 +128,21 @@ def _load(path: pathlib.Path) -> TokenCache:
 
 
 def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
-                  data_dir: Optional[PathLike] = None, progress: bool = True) -> TokenCache:
+                  data_dir: Optional[PathLike] = None, progress: bool = True,
+                  keep_binary_files: bool = False) -> TokenCache:
   """The token cache of `task`/`split` in `vocabulary`, built on first use.
 
   Documents with fewer tokens than the reader's `min_tokens` are skipped and counted
-  (`meta["report"]["skipped_short"]`).
+  (`meta["report"]["skipped_short"]`); binary and undecodable files are skipped
+  unless `keep_binary_files` (see `documents.binary_kind`), and counted too.
   """
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   reader = tasks.get_reader(task)
   vocab_lib.check_vocabulary_for_task(vocabulary, task)
   min_tokens = int(getattr(reader, "min_tokens", 0))
   vocabulary_fp = vocab_lib.vocabulary_fingerprint(vocabulary)
-  key = cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens)
+  key = cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens,
+                  keep_binary_files)
   path = resolve_data_dir(data_dir) / "tokens" / task / f"{split}-{key}"
   if (path / "meta.json").is_file():
     return _load(path)
@@ -121,7 +152,7 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
   tmp.mkdir(parents=True)
   try:
     _build(tmp, task, split, key, reader, vocabulary, vocabulary_fp, min_tokens, data_dir,
-           progress)
+           progress, keep_binary_files)
     os.rename(tmp, path)
   except OSError:
     if not (path / "meta.json").is_file():
@@ -134,13 +165,13 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
 
 def _build(folder: pathlib.Path, task: str, split: str, key: str, reader,
            vocabulary: seqio.Vocabulary, vocabulary_fp: str, min_tokens: int,
-           data_dir: Optional[PathLike], progress: bool) -> None:
+           data_dir: Optional[PathLike], progress: bool, keep_binary_files: bool) -> None:
   """Tokenises the split's documents into the cache files under `folder`."""
   dtype = token_dtype(vocabulary)
   report = ReadReport()
   names, offsets, total = [], [0], 0
-  content = hashlib.sha256(vocabulary_fp.encode())  # Of the tokens and names, not of stats.
-  documents = reader.documents(split, data_dir, report)
+  content = ContentHash(vocabulary_fp)
+  documents = reader.documents(split, data_dir, report, keep_binary_files=keep_binary_files)
   with open(folder / "tokens.bin", "wb") as out:
     for document in tqdm.tqdm(documents, desc=f"tokenising {task}/{split}", unit="doc",
                               disable=not progress, leave=False):
@@ -151,15 +182,14 @@ def _build(folder: pathlib.Path, task: str, split: str, key: str, reader,
         continue
       data = ids.astype(dtype).tobytes()
       out.write(data)
-      content.update(document.name.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little"))
-      content.update(data)
+      content.add(document.name, data)
       total += len(ids)
       names.append(document.name)
       offsets.append(total)
   np.save(folder / "offsets.npy", np.asarray(offsets, np.int64))
   (folder / "names.json").write_text(json.dumps(names))
-  meta = dict(task=task, split=split, key=key, content_hash=content.hexdigest()[:16],
+  meta = dict(task=task, split=split, key=key, content_hash=content.value(),
               vocabulary=vocabulary_fp, vocab_size=vocabulary.vocab_size, dtype=dtype.name,
               total_tokens=total, num_documents=len(names), min_tokens=min_tokens,
-              report=report.as_dict())
+              keep_binary_files=keep_binary_files, report=report.as_dict())
   (folder / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -11,6 +11,8 @@ keeps growing while generating.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, Callable, List, Optional, Sequence
 
 import jax
@@ -38,6 +40,28 @@ class Generation:
 
   def __str__(self) -> str:
     return self.text
+
+
+def check_sampling(temperature: float, top_k: Optional[int], max_new_tokens: int) -> None:
+  """Raises TypeError or ValueError, naming the value, unless `temperature` is a finite
+  number >= 0, `top_k` a positive integer or None, and `max_new_tokens` an integer >= 0."""
+  if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+    raise TypeError(f"temperature must be a number >= 0 (0 decodes greedily), got "
+                    f"{temperature!r} of type {type(temperature).__name__}")
+  if not math.isfinite(temperature) or temperature < 0:
+    raise ValueError(f"temperature must be a finite number >= 0 (0 decodes greedily), "
+                     f"got {temperature!r}")
+  if top_k is not None:
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+      raise TypeError(f"top_k must be a positive int or None (all tokens), got {top_k!r} "
+                      f"of type {type(top_k).__name__}")
+    if top_k < 1:
+      raise ValueError(f"top_k must be a positive int or None (all tokens), got {top_k}")
+  if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+    raise TypeError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r} of type "
+                    f"{type(max_new_tokens).__name__}")
+  if max_new_tokens < 0:
+    raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
 
 
 def sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: Optional[int]
@@ -95,8 +119,8 @@ class Decoder:
       prompt: token ids (may be empty: the document's start token alone).
       pad_id: the start token.
       max_new_tokens: at most this many tokens.
-      temperature: 0 for greedy decoding.
-      top_k: sample among the k most likely tokens (None: all).
+      temperature: 0 for greedy decoding, else a finite number > 0.
+      top_k: sample among the k most likely tokens: a positive int, or None (all).
       seed: the sampling seed.
       stop_ids: stop after generating one of these (e.g. EOS); () never stops early
         (and never waits for a token to reach the host).
@@ -104,12 +128,8 @@ class Decoder:
       memory: False keeps the memory empty (`ablation.py`).
     """
     forget = (lambda s: s) if memory else ablation.empty_memories
-    if max_new_tokens < 0:
-      raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-      raise ValueError(f"top_k must be positive or None, got {top_k}")
+    check_sampling(temperature, top_k, max_new_tokens)
+    temperature, top_k = float(temperature), None if top_k is None else int(top_k)
     cfg, length = self.config, self.config.segment_length
     sequence = np.concatenate([[pad_id], np.asarray(prompt, np.int32)]).astype(np.int32)
     state = init_state(cfg, 1)

@@ -17,7 +17,42 @@ import numpy as np
 from memorizing_jax.inference import explanation, generation, reading, scoring
 from memorizing_jax.model import MemorizingTransformer, ModelConfig
 
-Text = Union[str, Sequence[int]]
+Text = Union[str, Sequence[int], np.ndarray]
+ACCEPTED_TEXT = ("a str, or token ids: a 1-D sequence or array of ints (e.g. a list of "
+                 "ints, a numpy or jax int array)")
+
+
+def token_ids(text: Any, what: str = "text") -> Optional[np.ndarray]:
+  """`text` as token ids [n] int64 when it is ids, None when it is a str.
+
+  Raises:
+    TypeError: `text` is neither a str nor integer ids (bytes, None, floats, a list of
+      strings, ...), naming what is accepted.
+    ValueError: ids of another shape than [n] (or [1, n], a batch of one).
+  """
+  if isinstance(text, str):
+    return None
+  if isinstance(text, (bytes, bytearray)):
+    raise TypeError(f"{what} must be {ACCEPTED_TEXT}; got bytes: decode them first, "
+                    "e.g. text.decode('utf-8')")
+  if text is None or not hasattr(text, "__len__") and not hasattr(text, "__array__"):
+    raise TypeError(f"{what} must be {ACCEPTED_TEXT}; got {type(text).__name__}")
+  try:
+    ids = np.asarray(text)
+  except ValueError as error:  # ragged nested lists
+    raise TypeError(f"{what} must be {ACCEPTED_TEXT}; got a ragged nested sequence") from error
+  if ids.size == 0:
+    return np.zeros((0,), np.int64)
+  if not np.issubdtype(ids.dtype, np.integer):
+    kinds = sorted({type(x).__name__ for x in np.ravel(ids.astype(object))[:10]})
+    raise TypeError(f"{what} must be {ACCEPTED_TEXT}; got a {type(text).__name__} of "
+                    f"{'/'.join(kinds)} (dtype {ids.dtype})")
+  if ids.ndim == 2 and ids.shape[0] == 1:
+    ids = ids[0]
+  if ids.ndim != 1:
+    raise ValueError(f"{what}: token ids must have shape [n] (or [1, n]), got shape "
+                     f"{ids.shape}")
+  return ids.astype(np.int64)
 
 
 @dataclasses.dataclass(eq=False)
@@ -51,11 +86,21 @@ class LoadedModel:
 
   # -- tokens ---------------------------------------------------------------------
 
-  def encode(self, text: Text) -> np.ndarray:
-    """Token ids [n] of a text (or the ids themselves, when given ids)."""
-    if isinstance(text, str):
+  def encode(self, text: Text, what: str = "text") -> np.ndarray:
+    """Token ids [n] int32 of a str (or the ids themselves, when given ids).
+
+    Raises:
+      TypeError: `text` is not a str or integer ids (see `token_ids`).
+      ValueError: an id outside [0, config.vocab_size).
+    """
+    ids = token_ids(text, what)
+    if ids is None:
       return np.asarray(self.vocabulary.encode(text), np.int32).reshape(-1)
-    return np.asarray(text, np.int32).reshape(-1)
+    bad = ids[(ids < 0) | (ids >= self.config.vocab_size)]
+    if bad.size:
+      raise ValueError(f"{what}: token id {int(bad[0])} is outside the model's "
+                       f"[0, {self.config.vocab_size}) ids")
+    return ids.astype(np.int32)
 
   def decode(self, ids: Sequence[int]) -> str:
     return self.vocabulary.decode([int(i) for i in ids])
@@ -99,12 +144,13 @@ class LoadedModel:
     and memory as in training.
 
     Args:
-      text: a string, or token ids.
+      text: a str, or token ids (a 1-D list or array of ints).
       memory: False ablates the memory: it stays empty, so every lookup finds nothing
         and each kNN layer outputs (1 - g) * its local attention, as in a document's
         first segment (`inference/ablation.py`).
     Raises:
-      ValueError: the text has no tokens.
+      TypeError: `text` is neither a str nor token ids (e.g. bytes or None).
+      ValueError: the text has no tokens, or an id is outside the vocabulary.
     """
     ids = self.encode(text)
     if ids.size == 0:
@@ -126,15 +172,17 @@ class LoadedModel:
     becomes the XL cache and is written to the memory.
 
     Args:
-      prompt: a string or token ids ("" starts a document from nothing).
+      prompt: a str or token ids (a 1-D list or array of ints); "" or [] starts a
+        document from nothing.
       max_new_tokens: at most this many tokens.
-      temperature: 0 (the default) decodes greedily; above 0 samples.
-      top_k: sample among the k most likely tokens (None: all).
+      temperature: 0 (the default) decodes greedily; a finite number above 0 samples.
+      top_k: sample among the k most likely tokens: a positive int, or None (all).
       seed: sampling seed.
       memory: False ablates the memory (as in `score`).
       stop_at_eos: stop after an end-of-document token.
     """
-    ids = self.encode(prompt)
+    generation.check_sampling(temperature, top_k, max_new_tokens)
+    ids = self.encode(prompt, what="prompt")
     tokens = self.decoder.generate(self.params, ids, self.pad_id, max_new_tokens,
                                    temperature=temperature, top_k=top_k, seed=seed,
                                    stop_ids=(self.eos_id,) if stop_at_eos else (),

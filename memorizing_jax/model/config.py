@@ -47,7 +47,8 @@ class ModelConfig:
     knn_layers: indices (negative counts from the end) of the kNN-augmented layers;
       empty for a model without memory.
     knn_k: entries retrieved per query.
-    memory_slots: capacity of each (row, head) memory, in tokens.
+    memory_slots: capacity of each (row, head) memory, in tokens; at least
+      `segment_length` when there is a kNN layer.
     lookup_method: "exact" or "approx" top-k.
     recall_target: expected recall of the "approx" lookup.
     memory_dtype: dtype of the stored keys/values ("float32", "bfloat16", "float16").
@@ -115,6 +116,16 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.knn_k={self.knn_k} exceeds memory_slots="
                        f"{self.memory_slots}: retrieve at most as many entries as the memory "
                        "holds (lower knn_k or raise memory_slots)")
+    if self.knn_layers and self.memory_slots < self.segment_length:
+      # Each segment's keys are written after its lookups; a memory smaller than a
+      # segment keeps only the newest memory_slots of them, so it never reaches past
+      # the previous segment (which the XL cache already attends to).
+      raise ValueError(
+          f"ModelConfig.memory_slots={self.memory_slots} is smaller than one segment "
+          f"(segment_length={self.segment_length}): each segment's write would overwrite "
+          "the whole memory, so it would never hold anything older than the previous "
+          f"segment. Set memory_slots >= {self.segment_length} (the paper uses 1536 to "
+          "262144 for segments of 512), or knn_layers=() for a model without memory")
     if self.lookup_method not in LOOKUP_METHODS:
       raise ValueError(f"ModelConfig.lookup_method must be one of {LOOKUP_METHODS}, "
                        f"got {self.lookup_method!r}")

@@ -36,6 +36,9 @@ class DataConfig:
     data_shards: how many shards the documents are split into (None: one per
       process). Must be a multiple of the process count; keep it when resuming a
       run on another number of processes to continue its data exactly.
+    keep_binary_files: also train on files of folder corpora that look binary or
+      are not UTF-8 (skipped by default, and counted in the log; see
+      `memorizing_jax.data.documents`).
   """
 
   task: str = "python_stdlib"
@@ -48,6 +51,7 @@ class DataConfig:
   data_dir: Optional[str] = None
   seed: int = 0
   data_shards: Optional[int] = None
+  keep_binary_files: bool = False
 
   def __post_init__(self):
     if self.vocabulary not in ("sentencepiece", "byte"):
@@ -134,7 +138,8 @@ def make_stream(config: DataConfig, segment_length: int, vocabulary, mode: str
       config.task, config.train_split if train else config.eval_split,
       global_rows // config.num_shards, segment_length, vocabulary=vocabulary, mode=mode,
       seed=config.seed, process_index=shard, process_count=config.num_shards,
-      data_dir=config.data_dir) for shard in config.process_shards()})
+      data_dir=config.data_dir, keep_binary_files=config.keep_binary_files)
+      for shard in config.process_shards()})
 
 
 def model_inputs(batch: Dict[str, Any]) -> Dict[str, np.ndarray]:

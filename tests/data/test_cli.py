@@ -117,3 +117,59 @@ def test_read_steps_bad_arguments(capsys, argv, message):
     cli.main(list(argv))
   assert raised.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def one_line_error(capsys, argv, exit_code):
+  """Runs the CLI expecting a failure: its stderr, checked to be one line, no traceback."""
+  assert cli.main(list(argv)) == exit_code
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  lines = captured.err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("python -m memorizing_jax.data: error: ")
+  return lines[0]
+
+
+def test_an_unknown_task_is_a_one_line_usage_error(capsys, data_dir):
+  line = one_line_error(capsys, ["--task", "no_such_task", "--stats",
+                                 "--data_dir", str(data_dir)], 2)
+  assert "unknown task 'no_such_task'" in line and "'python_stdlib'" in line
+
+
+def test_a_missing_corpus_folder_is_a_one_line_error(capsys, tmp_path, monkeypatch, data_dir):
+  missing = tmp_path / "not_here"
+  line = one_line_error(capsys, ["--task", "github", "--corpus_dir", str(missing), "--stats"], 2)
+  assert line.endswith(f"--corpus_dir {missing} is not a folder")
+  monkeypatch.setenv("MEMORIZING_JAX_GITHUB_DIR", str(missing))
+  line = one_line_error(capsys, ["--task", "github", "--stats", "--vocab", "byte",
+                                 "--data_dir", str(data_dir)], 1)
+  assert f"corpus folder for task 'github' not found: {missing}" in line
+  assert "$MEMORIZING_JAX_GITHUB_DIR" in line
+
+
+def test_errors_from_the_command_line_have_no_traceback(tmp_path):
+  env = dict(os.environ, MEMORIZING_JAX_DATA_DIR=str(tmp_path),
+             MEMORIZING_JAX_ARXIV_DIR=str(tmp_path / "missing"))
+  for argv, exit_code, message in [
+      (["--task", "nope", "--stats"], 2, "unknown task 'nope'"),
+      (["--task", "arxiv", "--stats", "--vocab", "byte"], 1, "corpus folder for task 'arxiv'")]:
+    done = subprocess.run([sys.executable, "-m", "memorizing_jax.data", *argv], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == exit_code
+    assert "Traceback" not in done.stderr and message in done.stderr
+
+
+def test_keep_binary_files_counts_and_reads_them(capsys, tmp_path, data_dir):
+  folder = tmp_path / "corpus"
+  write_tree(folder / "train", {"r": {"a.py": b"x = 1\n", "b.so": bytes(range(256)) * 4}})
+  for split in ("validation", "test"):
+    (folder / split).mkdir()
+  tasks.register_folder_task("tiny_binary", "directory", root=folder)
+  argv = ["--task", "tiny_binary", "--stats", "--split", "train", "--data_dir", str(data_dir)]
+  skipped = run_cli(capsys, *argv)["splits"]["train"]
+  assert skipped["tokens"] == len(b"x = 1\n")
+  assert skipped["read_report"]["skipped_binary"] == 1
+  kept = run_cli(capsys, *argv, "--keep_binary_files")["splits"]["train"]
+  # a.py, a newline, then b.so decoded: 128 * 4 U+FFFD of 3 bytes and 128 * 4 ASCII bytes.
+  assert kept["tokens"] == len(b"x = 1\n") + 128 * 4 * 3 + 128 * 4
+  assert kept["read_report"]["skipped_binary"] == 0
+  assert kept["read_report"]["replaced_characters"] == 128 * 4

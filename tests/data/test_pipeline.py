@@ -108,7 +108,9 @@ def test_missing_folder_is_an_error_naming_it(tmp_path, data_dir):
 
 def test_bad_documents_are_skipped_replaced_and_counted(tmp_path, data_dir):
   write_tree(tmp_path / "train", {
-      "empty": {"a.txt": b""}, "blank": {"b.txt": b"\n \n"}, "bad": {"c.txt": b"ok\xffok\n"},
+      "empty": {"a.txt": b""}, "blank": {"b.txt": b"\n \n"},
+      # One undecodable byte in 206 (under documents.UNDECODABLE_SHARE): kept, replaced.
+      "bad": {"c.txt": b"ok\xffok\n" + b"fine line\n" * 20},
       "short": {"d.txt": b"tiny\n"}, "long": {"e.txt": b"x" * 40}})
   for split in ("validation", "test"):
     (tmp_path / split).mkdir()
@@ -117,10 +119,11 @@ def test_bad_documents_are_skipped_replaced_and_counted(tmp_path, data_dir):
                                 mode="eval", data_dir=data_dir, progress=False)
   byte_vocabulary = vocab.byte_vocabulary()
   assert collect_targets(stream) == {
-      "bad": byte_vocabulary.encode("ok\ufffdok\n") + [1],
+      "bad": byte_vocabulary.encode("ok\ufffdok\n" + "fine line\n" * 20) + [1],
       "long": byte_vocabulary.encode("x" * 40) + [1]}
   meta = token_cache.load_or_build("tiny_bad", "train", byte_vocabulary, data_dir).meta
   assert meta["report"] == dict(documents=2, skipped_empty=2, skipped_short=1,
+                                skipped_binary=0, skipped_undecodable=0, skipped_unreadable=0,
                                 documents_with_replacements=1, replaced_characters=1)
   with pytest.raises(ValueError, match="split 'validation' has no documents"):
     pipeline.make_stream("tiny_bad", "validation", 1, 8, vocabulary=byte_vocabulary,
@@ -168,3 +171,41 @@ def test_state_restores_on_another_copy_of_the_same_files(tiny_repos, tmp_path, 
     got = next(resumed)
     for key in want_batch:
       np.testing.assert_array_equal(got[key], want_batch[key])
+
+
+def test_a_run_resumes_after_a_document_is_appended_to_the_corpus(tmp_path, data_dir):
+  """The state of a stream over 4 documents restores after a 5th, whose name sorts
+  last, is added: the rest of epoch 0 over the 4, then the new one, then epoch 1 over
+  all 5 (the reasoning of streams.py, written out with `segments_in_order`)."""
+  from tests.data.test_streams import row_reads, segments_in_order
+  texts = {"a": "first document\n", "b": "second, a little longer document\n",
+           "c": "third\n", "d": "the fourth document of the corpus\n"}
+  write_tree(tmp_path / "train", {name: {"text.txt": text.encode()}
+                                  for name, text in texts.items()})
+  byte_vocabulary = vocab.byte_vocabulary()
+  tasks.register_folder_task("tiny_growing", "directory", root=tmp_path)
+
+  def stream():
+    return pipeline.make_stream("tiny_growing", "train", 1, 8, vocabulary=byte_vocabulary,
+                                seed=2, data_dir=data_dir, progress=False)
+
+  first = stream()
+  epoch0 = np.random.default_rng([2, 0, 0]).permutation(4)
+  whole = (len(texts["abcd"[epoch0[0]]]) + 8) // 8  # segments of epoch 0's first document
+  list(_take_steps(first, whole + 1))
+  saved = json.loads(json.dumps(first.state()))
+  write_tree(tmp_path / "train", {"zz_new": {"text.txt": b"an appended document\n"}})
+  grown = stream()
+  assert grown.document_names == ["a", "b", "c", "d", "zz_new"]
+  grown.restore(saved)
+  docs = [np.asarray(byte_vocabulary.encode(t), np.int32)
+          for t in list(texts.values()) + ["an appended document\n"]]
+  epoch1 = np.random.default_rng([2, 0, 1]).permutation(5)
+  want = (segments_in_order(docs, epoch0[1:], 8, first_offset=8)
+          + segments_in_order(docs, [4], 8) + segments_in_order(docs, epoch1, 8))
+  assert row_reads(grown, len(want)) == want
+
+
+def _take_steps(stream, n):
+  for _ in range(n):
+    yield next(stream)

@@ -89,13 +89,18 @@ def test_folder_is_found_through_the_environment(tmp_path, monkeypatch):
 
 
 def test_empty_and_undecodable_documents_are_counted(tmp_path):
+  # "bad": 2 undecodable bytes in 212, under documents.UNDECODABLE_SHARE: kept, replaced.
+  padding = b"fine line\n" * 20
   write_tree(tmp_path / "train", {"empty": {"a.txt": b""}, "blank": {"b.txt": b" \n\n"},
-                                  "bad": {"c.txt": b"ok \xff\xfe ok\n"}, "good": {"d.txt": b"x"}})
+                                  "bad": {"c.txt": b"ok \xff\xfe ok\n" + padding},
+                                  "good": {"d.txt": b"x"}})
   report = documents.ReadReport()
   docs = _texts(sources.FolderReader("t", "directory", root=tmp_path), "train", report=report)
-  assert docs == {"bad": "ok \ufffd\ufffd ok\n", "good": "x"}
+  assert docs == {"bad": "ok \ufffd\ufffd ok\n" + padding.decode(), "good": "x"}
   assert report.as_dict() == dict(documents=2, skipped_empty=2, skipped_short=0,
-                                  documents_with_replacements=1, replaced_characters=2)
+                                  skipped_binary=0, skipped_undecodable=0,
+                                  skipped_unreadable=0, documents_with_replacements=1,
+                                  replaced_characters=2)
 
 
 def test_unknown_split_and_mode_are_errors(tiny_repos):
@@ -136,3 +141,108 @@ def test_python_stdlib_one_document_per_package_and_module():
   json_doc = next(d.text for s in sources.SPLITS for d in reader.documents(s) if d.name == "json")
   files = ["__init__.py", "decoder.py", "encoder.py", "scanner.py", "tool.py"]
   assert json_doc == documents.join_files((stdlib / "json" / f).read_text() for f in files)
+
+
+# A corpus folder with what real folders hold besides text: a compiled library, a
+# Latin-1 text, a UTF-8 text with one stray Latin-1 byte, a dangling symlink and a
+# symlink loop (bytes(range(256)) * 100: 100 NULs in 25600 bytes, and 12800 bytes
+# that are not UTF-8, one U+FFFD each: 0x80-0xff never start a valid sequence
+# followed by the next byte value).
+BINARY = bytes(range(256)) * 100
+LATIN1_LINE = "Ça coûte très cher à Noël, déjà.\n"  # 7 characters beyond ASCII
+LATIN1 = (LATIN1_LINE * 50).encode("latin-1")
+STRAY = b"caf\xe9\n" + b"plain ascii line\n" * 10  # 1 undecodable byte in 175
+
+
+def _write_awkward_files(folder):
+  folder.mkdir(parents=True)
+  (folder / "code.py").write_bytes(b"print('hi')\n")
+  (folder / "lib.so").write_bytes(BINARY)
+  (folder / "latin1.txt").write_bytes(LATIN1)
+  (folder / "stray.txt").write_bytes(STRAY)
+  os.symlink(folder / "nowhere.txt", folder / "dangling.txt")
+  os.symlink(folder / "loop.txt", folder / "loop.txt")
+
+
+def _empty_splits(root, *splits):
+  for split in splits:
+    (root / split).mkdir()
+
+
+def test_binary_undecodable_and_unreadable_files_are_skipped_and_counted(tmp_path, caplog):
+  _write_awkward_files(tmp_path / "train")
+  _empty_splits(tmp_path, "validation", "test")
+  reader = sources.FolderReader("awkward", "file", root=tmp_path)
+  report = documents.ReadReport()
+  with caplog.at_level("INFO"):
+    docs = _texts(reader, "train", report=report)
+  assert docs == {"code.py": "print('hi')\n",
+                  "stray.txt": "caf\ufffd\n" + "plain ascii line\n" * 10}
+  assert report.as_dict() == dict(documents=2, skipped_empty=0, skipped_short=0,
+                                  skipped_binary=1, skipped_undecodable=1,
+                                  skipped_unreadable=2, documents_with_replacements=1,
+                                  replaced_characters=1)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("dangling.txt" in w and "No such file" in w for w in warnings)
+  assert any("loop.txt" in w and "symbolic links" in w for w in warnings)
+  summary = [w for w in warnings if w.startswith("read awkward/train:")]
+  assert summary == [
+      "read awkward/train: 2 documents; skipped 1 binary, 1 undecodable and 2 unreadable "
+      "files, 0 empty and 0 short documents; 1 undecodable bytes replaced by U+FFFD in 1 "
+      "documents"]
+  # The fingerprint (which stats every file) does not trip over the symlinks either.
+  assert len(reader.fingerprint("train")) == 16
+
+
+def test_keep_binary_files_reads_them_with_replacements(tmp_path):
+  _write_awkward_files(tmp_path / "train")
+  _empty_splits(tmp_path, "validation", "test")
+  report = documents.ReadReport()
+  docs = _texts(sources.FolderReader("awkward", "file", root=tmp_path), "train",
+                report=report, keep_binary_files=True)
+  assert sorted(docs) == ["code.py", "latin1.txt", "lib.so", "stray.txt"]
+  assert docs["lib.so"] == BINARY.decode("utf-8", errors="replace")
+  assert docs["latin1.txt"] == LATIN1.decode("ascii", errors="replace")
+  assert report.as_dict() == dict(documents=4, skipped_empty=0, skipped_short=0,
+                                  skipped_binary=0, skipped_undecodable=0,
+                                  skipped_unreadable=2, documents_with_replacements=3,
+                                  replaced_characters=12800 + 7 * 50 + 1)
+
+
+def test_directory_mode_skips_files_inside_a_document_and_bad_top_level_entries(tmp_path):
+  _write_awkward_files(tmp_path / "train" / "repo")
+  root = tmp_path / "train"
+  os.symlink(tmp_path / "gone", root / "broken_repo")  # dangling, at the top level
+  os.symlink(root / "looping_repo", root / "looping_repo")  # a loop, at the top level
+  (root / "only_binary").mkdir()
+  (root / "only_binary" / "a.so").write_bytes(BINARY)
+  _empty_splits(tmp_path, "validation", "test")
+  report = documents.ReadReport()
+  docs = _texts(sources.FolderReader("awkward", "directory", root=tmp_path), "train",
+                report=report)
+  # repo: its readable text files in walk order (code.py, then stray.txt), joined.
+  assert docs == {"repo": "print('hi')\n" "caf\ufffd\n" + "plain ascii line\n" * 10}
+  # A document whose every file was skipped counts by why, not as empty.
+  assert report.as_dict() == dict(documents=1, skipped_empty=0, skipped_short=0,
+                                  skipped_binary=2, skipped_undecodable=1,
+                                  skipped_unreadable=4, documents_with_replacements=1,
+                                  replaced_characters=1)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without permission")
+def test_a_file_without_read_permission_is_skipped(tmp_path):
+  write_tree(tmp_path / "train", {"r": {"ok.txt": b"ok\n", "secret.txt": b"hidden\n"}})
+  _empty_splits(tmp_path, "validation", "test")
+  (tmp_path / "train" / "r" / "secret.txt").chmod(0)
+  report = documents.ReadReport()
+  docs = _texts(sources.FolderReader("t", "directory", root=tmp_path), "train", report=report)
+  assert docs == {"r": "ok\n"} and report.skipped_unreadable == 1
+
+
+def test_binary_kind_thresholds():
+  text = b"a" * 1000
+  assert documents.binary_kind(text, 0) is None
+  assert documents.binary_kind(text + b"\0", 0) is None  # 1 NUL in 1001: at most 0.1%
+  assert documents.binary_kind(text + b"\0\0", 0) == "binary"
+  assert documents.binary_kind(text, 10) is None  # 10 of 1000 replaced: at most 1%
+  assert documents.binary_kind(text, 11) == "undecodable"

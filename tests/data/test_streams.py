@@ -1,4 +1,5 @@
 """SegmentStream on synthetic token arrays: coverage, order, resume, process shards."""
+import hashlib
 import json
 
 from hypothesis import given, settings, strategies as st
@@ -210,3 +211,92 @@ def test_bad_arguments_are_clear_errors():
   # In eval a process without documents still yields padding batches in step.
   assert [b["loss_mask"].sum() for b in make_stream(
       docs, 1, 4, mode="eval", process_index=1, process_count=2)] == [0.0, 0.0]
+
+
+def content_hash(docs):
+  """An identity of documents' tokens (what the token cache's content hash is to a stream)."""
+  return hashlib.sha256(b"".join(len(d).to_bytes(8, "little") + d.tobytes()
+                                 for d in docs)).hexdigest()[:16]
+
+
+def stream_with_prefix_identity(docs, batch_size, segment_length, **kwargs):
+  return make_stream(docs, batch_size, segment_length,
+                     identity={"tokens": content_hash(docs)},
+                     prefix_identity=lambda n: {"tokens": content_hash(docs[:n])}, **kwargs)
+
+
+def segments_in_order(docs, order, segment_length, first_offset=0):
+  """[(document id, token offset, targets)] of one row reading `order`'s documents
+  one after the other, each cut into segments (the first from `first_offset`)."""
+  expected = []
+  for i, document in enumerate(order):
+    targets = np.append(docs[document], EOS)
+    start = first_offset if i == 0 else 0
+    for offset in range(start, len(targets), segment_length):
+      expected.append((int(document), offset, targets[offset:offset + segment_length].tolist()))
+  return expected
+
+
+def row_reads(stream, steps):
+  """[(document id, token offset, targets)] of row 0 over `steps` batches."""
+  got = []
+  for batch in _take(stream, steps):
+    mask = batch["loss_mask"][0] > 0
+    got.append((int(batch["document_id"][0]), int(batch["token_offset"][0]),
+                batch["targets"][0][mask].tolist()))
+  return got
+
+
+def test_a_state_restores_into_a_corpus_that_grew():
+  """Saved in epoch 0 over 6 documents, restored over 7: epoch 0 keeps its order over
+  the 6 (none is read twice), the appended document 6 follows them, and epoch 1
+  shuffles all 7."""
+  seed, length = 3, 4
+  old = make_documents([5, 9, 3, 6, 2, 7])
+  new = old + make_documents([8], seed=1)
+  first = stream_with_prefix_identity(old, 1, length, seed=seed)
+  epoch0 = np.random.default_rng([seed, 0, 0]).permutation(6)
+  # Read two whole documents of epoch 0 and the first segment of the third.
+  segments = (len(old[epoch0[0]]) + length) // length + (len(old[epoch0[1]]) + length) // length
+  next_steps = list(_take(first, segments + 1))
+  assert [int(b["document_id"][0]) for b in next_steps[-1:]] == [epoch0[2]]
+  saved = json.loads(json.dumps(first.state()))
+
+  grown = stream_with_prefix_identity(new, 1, length, seed=seed)
+  grown.restore(saved)
+  epoch1 = np.random.default_rng([seed, 0, 1]).permutation(7)
+  want = (segments_in_order(new, epoch0[2:], length, first_offset=length)
+          + segments_in_order(new, [6], length) + segments_in_order(new, epoch1, length))
+  assert row_reads(grown, len(want)) == want
+
+  # The grown stream's own state (mid-way through the old epoch) restores exactly too.
+  again = stream_with_prefix_identity(new, 1, length, seed=seed)
+  again.restore(saved)
+  list(_take(again, 3))
+  later = stream_with_prefix_identity(new, 1, length, seed=seed)
+  later.restore(json.loads(json.dumps(again.state())))
+  assert row_reads(later, len(want) - 3) == want[3:]
+
+
+def test_a_corpus_changed_other_than_by_appending_is_refused_with_the_reason():
+  docs = make_documents([5, 9, 3, 6])
+  state = stream_with_prefix_identity(docs, 1, 4).state()
+  edited = [docs[0], docs[1][:-1]] + docs[2:] + make_documents([4], seed=1)
+  with pytest.raises(ValueError, match=r"grew from 4 to 5 documents, but its first 4 are not "
+                                       r"those the state was taken over"):
+    stream_with_prefix_identity(edited, 1, 4).restore(state)
+  with pytest.raises(ValueError, match=r"fewer than the 4 the state was taken over: documents "
+                                       r"were removed"):
+    stream_with_prefix_identity(docs[:3], 1, 4).restore(state)
+  without_check = make_stream(docs + make_documents([4], seed=1), 1, 4,
+                              identity={"tokens": "x"})
+  with pytest.raises(ValueError, match="built without prefix_identity"):
+    without_check.restore(make_stream(docs, 1, 4, identity={"tokens": "x"}).state())
+
+
+def test_a_grown_corpus_with_another_setting_changed_names_only_that_setting():
+  docs = make_documents([5, 9, 3, 6])
+  state = stream_with_prefix_identity(docs, 1, 4).state()
+  grown = stream_with_prefix_identity(docs + make_documents([4], seed=1), 2, 4)
+  with pytest.raises(ValueError, match=r"\(batch_size: saved 1 != this stream's 2\)$"):
+    grown.restore(state)

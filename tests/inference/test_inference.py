@@ -122,6 +122,62 @@ def test_clear_errors(loaded, tmp_path):
     loaded.score("")
 
 
+ACCEPTED = r"must be a str, or token ids: a 1-D sequence or array of ints"
+
+
+@pytest.mark.parametrize("text, got", [
+    (b"abc", r"got bytes: decode them first, e\.g\. text\.decode\('utf-8'\)"),
+    (None, "got NoneType"),
+    (3, "got int"),
+    (["a", "b"], r"got a list of str \(dtype <U1\)"),
+    ([1.5, 2.0], r"got a list of float \(dtype float64\)"),
+    (np.array([True, False]), r"got a ndarray of bool"),
+])
+def test_score_generate_and_explain_say_which_texts_they_accept(loaded, text, got):
+  for call, what in ((loaded.score, "text"), (loaded.explain, "text"),
+                     (loaded.generate, "prompt")):
+    with pytest.raises(TypeError, match=f"{what} {ACCEPTED}.*; {got}"):
+      call(text)
+
+
+def test_token_ids_are_accepted_as_lists_and_arrays(loaded):
+  # The byte vocabulary: id = byte + 3 (pad 0, eos 1, unk 2), by hand.
+  ids = np.frombuffer(TEXT.encode("utf-8"), np.uint8).astype(np.int32) + 3
+  np.testing.assert_array_equal(loaded.encode(TEXT), ids)
+  want = loaded.score(TEXT).loss
+  for given in (ids.tolist(), ids.astype(np.int64), jnp.asarray(ids), ids[None], tuple(ids)):
+    np.testing.assert_array_equal(loaded.score(given).loss, want)
+  with pytest.raises(ValueError, match=r"token id 264 is outside the model's \[0, 264\) ids"):
+    loaded.score([5, 264])
+  with pytest.raises(ValueError, match=r"token id -1 is outside"):
+    loaded.score([-1])
+  with pytest.raises(ValueError, match=r"shape \[n\] \(or \[1, n\]\), got shape \(2, 3\)"):
+    loaded.score(np.ones((2, 3), np.int32))
+  assert len(loaded.generate([], max_new_tokens=2, stop_at_eos=False).tokens) == 2
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"temperature": float("nan")}, ValueError, "finite number >= 0.*got nan"),
+    ({"temperature": float("inf")}, ValueError, "finite number >= 0.*got inf"),
+    ({"temperature": -0.5}, ValueError, "finite number >= 0.*got -0.5"),
+    ({"temperature": "0.7"}, TypeError, "temperature must be a number >= 0.*got '0.7' of type str"),
+    ({"temperature": 1.0, "top_k": 0}, ValueError, "top_k must be a positive int or None.*got 0"),
+    ({"temperature": 1.0, "top_k": 2.5}, TypeError, "top_k must be a positive int.*got 2.5 of type float"),
+    ({"temperature": 1.0, "top_k": True}, TypeError, "top_k must be a positive int.*got True"),
+    ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be >= 0, got -1"),
+])
+def test_generate_rejects_bad_sampling_settings_naming_the_value(loaded, kwargs, error, message):
+  with pytest.raises(error, match=message):
+    loaded.generate(TEXT[:5], **kwargs)
+
+
+def test_numpy_numbers_are_sampling_settings_like_python_ones(loaded):
+  a = loaded.generate(TEXT[:5], np.int64(6), temperature=np.float32(0.5), top_k=np.int64(4),
+                      seed=1, stop_at_eos=False)
+  b = loaded.generate(TEXT[:5], 6, temperature=0.5, top_k=4, seed=1, stop_at_eos=False)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+
+
 def test_import_is_cheap():
   code = ("import sys, memorizing_jax; "
           "assert 'jax' not in sys.modules and 'tensorflow' not in sys.modules; "

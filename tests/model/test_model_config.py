@@ -26,6 +26,8 @@ def test_defaults_are_the_papers_200m_model():
     ({"knn_layers": (-3,)}, "outside the 2 layers"),
     ({"knn_layers": (1, -1)}, "names a layer twice"),
     ({"knn_k": 32}, "exceeds memory_slots"),
+    ({"memory_slots": 7}, r"memory_slots=7 is smaller than one segment \(segment_length=8\)"
+                          r".*Set memory_slots >= 8.*or knn_layers=\(\)"),
     ({"lookup_method": "faiss"}, "lookup_method must be one of"),
     ({"memory_dtype": "int8"}, "memory_dtype must be one of"),
     ({"compute_dtype": "float64"}, "compute_dtype must be one of"),
@@ -47,6 +49,9 @@ def test_config_accepts_gin_style_values():
   assert cfg.knn_layers == (-1,) and cfg.knn_layer_indices == (1,)
   assert cfg.memory_dtype == "bfloat16" and cfg.memory_jnp_dtype == jnp.bfloat16
   assert M.ModelConfig(**{**SMALL, "knn_layers": (), "knn_k": 64}).knn_layers == ()
+  # Without a kNN layer memory_slots is unused: any size is accepted; one segment is enough.
+  assert M.ModelConfig(**{**SMALL, "knn_layers": (), "memory_slots": 4}).memory_slots == 4
+  assert M.ModelConfig(**{**SMALL, "memory_slots": 8}).memory_slots == 8
 
 
 @pytest.mark.parametrize("overrides, temperature, gate_bias", [
