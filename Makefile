@@ -4,12 +4,13 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test train bench clean
+.PHONY: install test train bench clean constraints
 
-$(STAMP): setup.py
+# constraints.txt pins every package to the version the suite last passed with.
+$(STAMP): setup.py constraints.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[test]'
+	$(VPY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +25,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# After upgrading packages (pip install -U ... in .venv) and a passing `make test`.
+constraints: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(VPY) -m pip freeze --exclude-editable | grep -v '^memorizing'; } > constraints.new
+	mv constraints.new constraints.txt
 
 # The CPU quickstart: a tiny model with XL cache and memory on the Python stdlib corpus.
 WORKDIR ?= runs/quickstart

@@ -11,8 +11,9 @@ each process --coordinator_address=HOST:PORT (process 0's), --num_processes=N an
 `launch/` has scripts for TPU pods, a GPU host and N local CPU processes.
 
 Gin files are looked up as given (relative to the current directory), then in
-the checkout's `gin/` folder, then in the installed package
-(`memorizing_jax.gin_files`); `include` lines inside them resolve the same way.
+the checkout's `gin/` folder, then in the installed package's `gin_files/`;
+`include` lines inside them resolve the same way. An installed package also has
+the command `memorizing-jax-train`, the same as `python -m memorizing_jax.main`.
 The gin files bind ordinary classes and functions (`dynamic_registration`); this
 module only parses them and calls `memorizing_jax.train.loop.train`.
 """
@@ -62,16 +63,12 @@ flags.DEFINE_integer("distributed_timeout", 300,
 def gin_search_paths(extra: Sequence[str] = ()) -> List[str]:
   """Folders in which gin files (and their `include`s) are looked up, in order."""
   paths = [os.getcwd(), *extra]
-  checkout = pathlib.Path(__file__).resolve().parent.parent / "gin"
-  if checkout.is_dir():
-    paths.append(str(checkout))
-  try:
-    import importlib.resources  # pylint: disable=g-import-not-at-top
-    installed = importlib.resources.files("memorizing_jax.gin_files")
-    if installed.is_dir():
-      paths.append(str(installed))
-  except (ModuleNotFoundError, TypeError):
-    pass
+  package = pathlib.Path(__file__).resolve().parent
+  # The checkout's gin/ (a source tree or an editable install), then the copy a
+  # wheel installs as the package's data folder gin_files/ (see setup.py).
+  for folder in (package.parent / "gin", package / "gin_files"):
+    if folder.is_dir():
+      paths.append(str(folder))
   return list(dict.fromkeys(paths))
 
 
