@@ -3,6 +3,8 @@
 Only the parameters are read (not the optimizer state nor the training
 `ModelState`), straight into the shardings asked for: one device, or a layout on
 a mesh. Where the run was trained (its mesh, its number of hosts) does not matter.
+Finding the steps, comparing trees, checking digests and falling back past a
+damaged checkpoint are training's own (`memorizing_jax/checkpointing`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import os
 from typing import Any, List, Optional, Tuple
 
 import jax
+
+from memorizing_jax.checkpointing import fallback, trees
+from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import  # (for callers)
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -26,12 +31,8 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def checkpoint_steps(workdir: str) -> List[int]:
-  """The steps saved under `workdir`, ascending (complete checkpoints only)."""
-  directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(d) for d in os.listdir(directory)
-                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state")))
+  """The steps saved under `workdir`, ascending (intact or not: see `restore_params`)."""
+  return fallback.committed_steps(checkpoint_dir(workdir))
 
 
 def resolve_step(workdir: str, step: Optional[int] = None) -> Tuple[str, int]:
@@ -69,18 +70,32 @@ def operative_gin(directory: str, step: int) -> str:
                           "no config.gin lies beside it: the run's configuration is unknown")
 
 
-def restore_params(directory: str, step: int, abstract_params: Any) -> Any:
-  """The checkpoint's parameters, placed as `abstract_params` says.
+def restore_params(directory: str, step: int, abstract_params: Any,
+                   older_if_damaged: bool = True) -> Tuple[int, Any]:
+  """The checkpoint's parameters, placed as `abstract_params` says, checked against
+  the digests saved with them.
 
   Args:
     directory: the checkpoints folder; step: which one.
     abstract_params: `jax.ShapeDtypeStruct`s with shardings, the model's param tree.
+    older_if_damaged: when `step` is damaged, warn and take the newest intact older
+      one (for "the latest"); False: only `step` (a step asked for by name).
+  Returns:
+    (the step restored, its parameters).
   Raises:
-    ValueError: the checkpoint's parameters do not fit the model (names, shapes).
+    CheckpointMismatchError (a ValueError): the parameters do not fit the model.
+    CorruptCheckpointError: no checkpoint tried is intact; lists what is wrong with each.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  steps = [s for s in fallback.committed_steps(directory) if s <= step] \
+      if older_if_damaged else [step]
+  advice = ("Load another step with mj.load(workdir, step=...), or retrain: the run "
+            "resumes from its newest intact checkpoint.")
   with _quiet_absl():
-    return _restore(ocp, directory, step, abstract_params)
+    step, params, _ = fallback.restore_newest_intact(
+        directory, steps, lambda s: _restore(ocp, directory, s, abstract_params),
+        arrays_of=lambda params: {"params": params}, advice=advice)
+  return step, params
 
 
 @contextlib.contextmanager
@@ -96,15 +111,19 @@ def _quiet_absl():
 
 
 def _restore(ocp, directory: str, step: int, abstract_params: Any) -> Any:
+  """The parameters of `step`, unverified; orbax's errors propagate."""
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True),
       item_handlers={"state": ocp.PyTreeCheckpointHandler()})
   try:
-    stored = manager.item_metadata(step)["state"].tree["params"]
-    problems = _differences(stored, abstract_params)
+    stored = trees.flatten_with_names(manager.item_metadata(step)["state"].tree["params"])
+    wanted = trees.flatten_with_names(abstract_params)
+    # Parameters only in the checkpoint are not read: only missing or reshaped ones matter.
+    problems = trees.tree_differences({k: v for k, v in stored.items() if k in wanted}, wanted)
     if problems:
-      raise ValueError(f"the parameters in {directory}/{step} do not fit the model of its "
-                       "gin config:\n  " + "\n  ".join(problems[:20]))
+      raise trees.CheckpointMismatchError(
+          f"the parameters in {directory}/{step} do not fit the model of its gin config:\n  "
+          + "\n  ".join(problems[:20]))
     restore_args = jax.tree.map(
         lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), abstract_params)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
@@ -113,16 +132,3 @@ def _restore(ocp, directory: str, step: int, abstract_params: Any) -> Any:
   finally:
     manager.close()
   return restored["state"]["params"]
-
-
-def _differences(stored: Any, wanted: Any) -> List[str]:
-  def flat(tree):
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
-  stored, wanted = flat(stored), flat(wanted)
-  problems = [f"{name}: missing from the checkpoint" for name in sorted(set(wanted) - set(stored))]
-  problems += [f"{name}: checkpoint shape {tuple(stored[name].shape)}, model shape "
-               f"{tuple(wanted[name].shape)}"
-               for name in sorted(set(wanted) & set(stored))
-               if tuple(stored[name].shape) != tuple(wanted[name].shape)]
-  return problems

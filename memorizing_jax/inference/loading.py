@@ -23,13 +23,16 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
 
   Args:
     workdir: the run's workdir (or its `checkpoints/` folder).
-    step: which checkpoint (default: the latest).
+    step: which checkpoint (default: the newest intact one; a damaged newer one is
+      reported with a warning).
     mesh: lay the parameters out on this mesh (axes "data" and "model", Auto axis
       types, as the trainer's) by the model's logical axis rules; default: all on
       the first device.
   Raises:
     NoCheckpointError: no checkpoint (of that step) in the workdir.
+    CorruptCheckpointError: no intact checkpoint (or the step asked for is damaged).
   """
+  requested_step = step
   directory, step = checkpoint.resolve_step(workdir, step)
   model_config, data_config = run_config.configs_from_gin(
       checkpoint.operative_gin(directory, step))
@@ -40,7 +43,10 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
     shardings = partitioning.param_shardings(model_config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
-  params = checkpoint.restore_params(directory, step, abstract)
+  # The latest step when none is asked for, else an older intact one (with a warning);
+  # a step asked for by name is that step or an error.
+  step, params = checkpoint.restore_params(directory, step, abstract,
+                                           older_if_damaged=requested_step is None)
   from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
   vocabulary = inputs.load_vocabulary(data_config)
   return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,

@@ -10,6 +10,8 @@
   evaluation    evaluation over whole documents from a fresh ModelState
   checkpoints   Checkpointer (orbax), init_from, workdir checks
   metrics       metric sums -> scalars, clu writers (TensorBoard + console), progress bar
+  loss_guard    stop before saving when the loss is NaN, infinite or above a ceiling
+  workdir_lock  one run per workdir: a lock file with the holder's host, pid, heartbeat
   multihost     jax.distributed start-up (TPU pods, flags, env) and cross-process agreement
   loop          TrainerConfig and `train`, the function the gin files configure
 """

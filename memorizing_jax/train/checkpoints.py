@@ -3,7 +3,13 @@
   state   the TrainState (step, params, optimizer state, ModelState with the
           memories and XL caches), sharded, saved asynchronously;
   data    the data stream's position (JSON), so a resumed run reads on exactly;
-  config  the operative gin config (JSON), also written as `config.gin`.
+  config  the operative gin config (JSON), also written as `config.gin`;
+  digests a digest of every array of the state (JSON), checked on restore
+          (`memorizing_jax/checkpointing/digests.py`).
+
+Resuming takes the newest intact checkpoint: a damaged one is reported, moved
+aside (`<step>.damaged`) and the next older one is used
+(`memorizing_jax/checkpointing/fallback.py`).
 
 Also: `init_from` (start from another run's parameters, even of a different
 config) and the checks that turn orbax's errors into actionable messages.
@@ -22,38 +28,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from memorizing_jax.checkpointing import fallback
+from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import
+from memorizing_jax.checkpointing.trees import CheckpointMismatchError  # pylint: disable=unused-import
+from memorizing_jax.checkpointing.trees import flatten_with_names, leaf_name, tree_differences
 from memorizing_jax.train.train_state import TrainState
-
-
-class CheckpointMismatchError(ValueError):
-  """The workdir's checkpoint does not fit the configured model."""
-
-
-def _key_name(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def flatten_with_names(tree: Any) -> Dict[str, Any]:
-  """{"params.decoder.layer_0.kernel": leaf, ...}: dotted names, as orbax stores them."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {".".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
-
-
-def tree_differences(stored: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
-  """Human-readable differences between two {name: leaf with .shape/.dtype} maps."""
-  problems = []
-  for name in sorted(set(wanted) - set(stored)):
-    problems.append(f"{name}: not in the checkpoint (shape {tuple(wanted[name].shape)})")
-  for name in sorted(set(stored) - set(wanted)):
-    problems.append(f"{name}: in the checkpoint but not in the model")
-  for name in sorted(set(stored) & set(wanted)):
-    if tuple(stored[name].shape) != tuple(wanted[name].shape):
-      problems.append(f"{name}: checkpoint shape {tuple(stored[name].shape)}, model shape "
-                      f"{tuple(wanted[name].shape)}")
-  return problems
 
 
 def is_remote(path: str) -> bool:
@@ -147,7 +126,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
         "state": ocp.StandardCheckpointHandler(),
         "data": ocp.JsonCheckpointHandler(),
-        "config": ocp.JsonCheckpointHandler()})
+        "config": ocp.JsonCheckpointHandler(),
+        fallback.DIGESTS_ITEM: ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -159,7 +139,9 @@ class Checkpointer:
     """Saves asynchronously (arrays are copied off the device before this returns).
 
     Every process calls this at the same step: each writes its own shards of the
-    arrays (global `jax.Array`s), the primary writes the JSON items.
+    arrays (global `jax.Array`s), the primary writes the JSON items, among them
+    the digest of every array (computed where the shards are, the same on every
+    process: `checkpointing/digests.py`).
 
     Args:
       state: the train state; its step names the checkpoint.
@@ -169,12 +151,55 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(gather_data_positions(data_position)),
-        config=ocp.args.JsonSave({"gin": gin_config})), force=True)
+    self._manager.save(step, args=ocp.args.Composite(**{
+        "state": ocp.args.StandardSave(state),
+        "data": ocp.args.JsonSave(gather_data_positions(data_position)),
+        "config": ocp.args.JsonSave({"gin": gin_config}),
+        fallback.DIGESTS_ITEM: ocp.args.JsonSave(fallback.digests_item(state))}), force=True)
 
   def restore(self, step: int, abstract_state: TrainState) -> Tuple[TrainState, Dict[str, Any]]:
+    """Restores checkpoint `step`, verified against its digests (see `restore_latest`).
+
+    Raises:
+      CheckpointMismatchError: it does not fit the model (see `_restore_unverified`).
+      CorruptCheckpointError: it is damaged; the message says what is wrong.
+    """
+    _, restored, _ = fallback.restore_newest_intact(
+        self.directory, [step], lambda s: self._restore_unverified(s, abstract_state),
+        arrays_of=lambda restored: restored[0], advice=self._advice())
+    return restored
+
+  def restore_latest(self, abstract_state: TrainState
+                     ) -> Optional[Tuple[int, TrainState, Dict[str, Any]]]:
+    """(step, state, data positions) of the newest intact checkpoint; None when there
+    is no checkpoint.
+
+    Damaged newer checkpoints are reported (a warning naming the step and what is
+    wrong) and moved aside to `<step>.damaged`, so that the resumed run can save
+    those steps again.
+
+    Raises:
+      CheckpointMismatchError: the checkpoints do not fit the model.
+      CorruptCheckpointError: every checkpoint is damaged; lists each step.
+    """
+    steps = self.all_steps()
+    if not steps:
+      return None
+    step, (state, positions), damaged = fallback.restore_newest_intact(
+        self.directory, steps, lambda s: self._restore_unverified(s, abstract_state),
+        arrays_of=lambda restored: restored[0], advice=self._advice())
+    self._move_aside(damaged)
+    return step, state, positions
+
+  def _advice(self) -> str:
+    workdir = os.path.dirname(self.directory)
+    return (f"To go on, start a new run with another --workdir (add --gin_param="
+            f"\"loop.train.init_from='<a checkpoint>'\" to keep trained parameters), or "
+            f"move the damaged step folders out of {self.directory} if an intact copy of "
+            f"the run exists elsewhere (e.g. copy it back into {workdir}).")
+
+  def _restore_unverified(self, step: int, abstract_state: TrainState
+                          ) -> Tuple[TrainState, Dict[str, Any]]:
     """Restores the state into the shardings of `abstract_state` (any mesh and any
     number of processes: orbax reads each device's part of each array), and the
     data positions of every shard, {"<shard>": position}.
@@ -182,6 +207,7 @@ class Checkpointer:
     Raises:
       CheckpointMismatchError: the checkpoint's tree or shapes differ from the model's;
         the message lists the differences and suggests `init_from`.
+      Exception: whatever orbax/tensorstore raise for a damaged checkpoint.
     """
     stored = flatten_with_names(self._manager.item_metadata(step)["state"].tree)
     problems = tree_differences(stored, flatten_with_names(abstract_state))
@@ -195,6 +221,25 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def _move_aside(self, damaged: Dict[int, str]) -> None:
+    """Renames damaged step folders to `<step>.damaged` (kept for inspection; orbax
+    ignores them), so the run saves those steps again."""
+    if not damaged:
+      return
+    if jax.process_index() == 0:
+      for step in damaged:
+        folder = epath.Path(self.directory) / str(step)
+        target = epath.Path(self.directory) / f"{step}.damaged"
+        suffix = 1
+        while target.exists():
+          target, suffix = epath.Path(self.directory) / f"{step}.damaged.{suffix}", suffix + 1
+        folder.rename(target)
+        logging.warning("moved the damaged checkpoint %s aside to %s", folder, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("checkpoints: damaged steps moved aside")
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until asynchronous saves are on disk."""
@@ -276,7 +321,7 @@ def load_matching_params(init_from: str, params: Any, param_shardings: Any) -> T
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   new_leaves = []
   for path, leaf in leaves:
-    name = ".".join(_key_name(k) for k in path)
+    name = leaf_name(path)
     new_leaves.append(loaded.get(name, leaf))
   logging.info("init_from %s/%d: loaded %d parameters, initialised %d new, %d with another "
                "shape, %d unused", directory, step, len(report["loaded"]),

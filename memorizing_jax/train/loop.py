@@ -5,7 +5,9 @@ top to bottom: `build_run` assembles the mesh, model, optimizer, shardings and
 jitted steps; `restore_or_initialize` resumes from the workdir's latest
 checkpoint (or starts fresh, optionally from another run's parameters); the loop
 then steps, logs, evaluates and checkpoints until `total_steps`, a SIGTERM, or a
-non-finite loss.
+diverging loss. Process 0 holds the workdir's lock (train/workdir_lock.py) from
+before the first write to the workdir until the end, so a second run on the same
+workdir refuses to start.
 """
 from __future__ import annotations
 
@@ -15,12 +17,11 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
 from etils import epath
-import numpy as np
 import optax
 
 from memorizing_jax.model.config import ModelConfig
@@ -31,12 +32,16 @@ from memorizing_jax.train import chips
 from memorizing_jax.train import compiled
 from memorizing_jax.train import evaluation
 from memorizing_jax.train import inputs as inputs_lib
+from memorizing_jax.train import loss_guard
 from memorizing_jax.train import metrics as metrics_lib
 from memorizing_jax.train import multihost
 from memorizing_jax.train import optimizer as optimizer_lib
 from memorizing_jax.train import steps as steps_lib
 from memorizing_jax.train import train_state as train_state_lib
+from memorizing_jax.train import workdir_lock
+from memorizing_jax.train.loss_guard import LossAboveCeilingError, NonFiniteLossError
 from memorizing_jax.train.partitioner import MeshConfig, Partitioner
+from memorizing_jax.train.workdir_lock import WorkdirLockedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,14 @@ class TrainerConfig:
     profile_steps: trace this many steps with `jax.profiler` (from the run's second
       step on: the first one warms up) into `<workdir>/profile`, for TensorBoard's
       profile plugin or Perfetto; 0: no trace.
+    max_loss: stop the run (`LossAboveCeilingError`, before saving) when a step's mean
+      training loss, nats per token, is above this; None: stop only on a NaN or
+      infinite loss. A diverging run's loss first jumps far above ln(vocab_size)
+      (5.5 for the byte vocabulary, 10.4 for 32K), e.g. max_loss = 20.
+    lock_stale_after_s: seconds after which the workdir lock of a run on another
+      host whose heartbeat stopped is taken over (the running holder refreshes it
+      every tenth of this); on the same host a lock is taken over as soon as its
+      process has ended.
   """
 
   total_steps: int = 1000
@@ -72,6 +85,8 @@ class TrainerConfig:
   progress_bar: bool = True
   stop_check_every: int = 10
   profile_steps: int = 0
+  max_loss: Optional[float] = None
+  lock_stale_after_s: float = 600.0
 
   def __post_init__(self):
     for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
@@ -85,6 +100,11 @@ class TrainerConfig:
     if self.eval_batches is not None and self.eval_batches < 1:
       raise ValueError("TrainerConfig.eval_batches must be positive or None, got "
                        f"{self.eval_batches}")
+    if self.max_loss is not None and not self.max_loss > 0:
+      raise ValueError(f"TrainerConfig.max_loss must be positive or None, got {self.max_loss}")
+    if not self.lock_stale_after_s > 0:
+      raise ValueError("TrainerConfig.lock_stale_after_s must be positive, got "
+                       f"{self.lock_stale_after_s}")
 
 
 class Profiler:
@@ -111,10 +131,6 @@ class Profiler:
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
-
-
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
 
 
 @dataclasses.dataclass
@@ -173,14 +189,19 @@ def build_run(model_config: ModelConfig, data: inputs_lib.DataConfig,
 
 def restore_or_initialize(run: Run, checkpointer: checkpoints_lib.Checkpointer, stream,
                           seed: int, init_from: Optional[str]) -> train_state_lib.TrainState:
-  """The workdir's latest checkpoint (and the stream's position), else a fresh state.
+  """The workdir's newest intact checkpoint (and the stream's position), else a fresh
+  state.
 
   A fresh state takes the parameters that fit from `init_from` when given. A
   workdir that already has a checkpoint resumes it and ignores `init_from`.
+  Damaged newer checkpoints are reported and moved aside (`Checkpointer.restore_latest`).
+
+  Raises:
+    CorruptCheckpointError: every checkpoint in the workdir is damaged.
   """
-  latest = checkpointer.latest_step()
+  latest = checkpointer.restore_latest(run.layout.abstract)
   if latest is not None:
-    state, positions = checkpointer.restore(latest, run.layout.abstract)
+    latest, state, positions = latest
     own = checkpoints_lib.shard_positions(positions, run.data.process_shards(),
                                           run.data.num_shards)
     if own is None:
@@ -252,21 +273,6 @@ class StopOnSignal:
     return False
 
 
-def _check_finite(first_step: int, per_step: List[Dict[str, Any]],
-                  checkpointer: checkpoints_lib.Checkpointer) -> None:
-  for offset, m in enumerate(per_step):
-    if not (np.isfinite(m["loss_sum"]) and np.isfinite(m["grad_norm"])):
-      checkpointer.wait()
-      good = checkpointer.latest_step()
-      kept = (f"the last good checkpoint, step {good}, is kept in {checkpointer.directory}"
-              if good is not None else "no checkpoint was saved before it")
-      raise NonFiniteLossError(
-          f"the training loss became {float(m['loss_sum'] / max(m['tokens'], 1))} at step "
-          f"{first_step + offset + 1}; {kept}. Lower OptimizerConfig.schedule's "
-          "peak_learning_rate or clip_gradient_norm, or check the data, then rerun: the run "
-          "resumes from that checkpoint.")
-
-
 def train(*, workdir: str, model: ModelConfig = ModelConfig(),
           data: inputs_lib.DataConfig = inputs_lib.DataConfig(),
           optimizer: optimizer_lib.OptimizerConfig = optimizer_lib.OptimizerConfig(),
@@ -276,27 +282,64 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
 
   Args:
     workdir: checkpoints (`checkpoints/`), TensorBoard events (`train/`, `eval/`)
-      and the operative config (`config.gin`) go here. An existing checkpoint here
-      is resumed exactly.
+      and the operative config (`config.gin`, written once the checkpoint is
+      restored or the run starts fresh) go here. An existing checkpoint here is
+      resumed exactly.
     model, data, optimizer, mesh, trainer: the run's configuration.
     init_from: a checkpoint of another run whose matching parameters to start from.
     gin_config: the gin config text to record with every checkpoint.
   Raises:
-    NonFiniteLossError: the loss became NaN or infinite (last good checkpoint kept).
+    NonFiniteLossError: the loss became NaN or infinite (last good checkpoint kept);
+      LossAboveCeilingError (a subclass) when it exceeded `trainer.max_loss`.
     CheckpointMismatchError: the workdir's checkpoint does not fit `model`.
+    WorkdirLockedError: another live run holds `workdir`.
   """
   vocabulary = inputs_lib.load_vocabulary(data)
   inputs_lib.check_model_fits_vocabulary(model, vocabulary)
   run = build_run(model, data, optimizer, mesh, trainer)
   checkpoints_lib.check_workdir_writable(
       workdir, 2 * checkpoints_lib.checkpoint_bytes(run.layout.abstract))
-  if jax.process_index() == 0 and gin_config:
-    (epath.Path(workdir) / "config.gin").write_text(gin_config)
+  lock = lock_workdir(workdir, trainer.lock_stale_after_s)
+  try:
+    return _train_in_locked_workdir(workdir, run, vocabulary, trainer, init_from, gin_config,
+                                    lock)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def lock_workdir(workdir: str, stale_after_s: float) -> Optional[workdir_lock.WorkdirLock]:
+  """Process 0 takes the workdir's lock (returned; None on the other processes).
+
+  Raises:
+    WorkdirLockedError: on every process, when another live run holds the workdir.
+  """
+  lock, refused = None, None
+  if jax.process_index() == 0:
+    lock = workdir_lock.WorkdirLock(workdir, stale_after_s)
+    try:
+      lock.hold()
+    except Exception as e:  # pylint: disable=broad-except
+      refused = e  # the other processes must not wait for process 0 in vain
+  if multihost.any_process(refused is not None):  # all processes stop together
+    raise refused or WorkdirLockedError(
+        f"workdir {workdir} is in use by another training run (process 0's log names it)")
+  return lock
+
+
+def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: TrainerConfig,
+                             init_from: Optional[str], gin_config: str,
+                             lock: Optional[workdir_lock.WorkdirLock]) -> TrainResult:
+  """`train` once process 0 holds the workdir's lock (`lock`, None elsewhere)."""
+  model, data = run.model_config, run.data
   checkpointer = checkpoints_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                               keep=trainer.keep_checkpoints,
                                               asynchronous=trainer.async_checkpoints)
   stream = inputs_lib.make_stream(data, model.segment_length, vocabulary, mode="train")
   state = restore_or_initialize(run, checkpointer, stream, trainer.seed, init_from)
+  # Only now: a config whose restore failed must not replace the workdir's config.gin.
+  if jax.process_index() == 0 and gin_config:
+    (epath.Path(workdir) / "config.gin").write_text(gin_config)
   step = int(jax.device_get(state.step))
   result = TrainResult(step=step, train_losses={}, evals={})
   # Compiled once, ahead of the loop: its FLOPs give the utilisation (`mfu`).
@@ -326,11 +369,12 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
         first_step = step == result.step + 1
         save = step % trainer.checkpoint_every == 0 or step == trainer.total_steps
         if first_step or save or stopping or step % trainer.log_every == 0:
-          _flush_metrics(accumulator, checkpointer, logger, result, tokens_per_step)
+          _flush_metrics(accumulator, checkpointer, logger, result, tokens_per_step,
+                         trainer.max_loss)
         if first_step:  # Includes compilation: time the next interval afresh.
           logger.reset_timer()
         if save or stopping:
-          checkpointer.save(state, stream.state(), gin_config)
+          _save(checkpointer, state, stream, gin_config, lock)
         if trainer.eval_every and step % trainer.eval_every == 0 and \
             step != trainer.total_steps:
           # The training rows' XL caches and memories wait in host memory meanwhile:
@@ -339,8 +383,10 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
           _evaluate_and_log(run, state.params, vocabulary, trainer, step, logger, result)
           state = state.replace(model_state=jax.device_put(
               on_host, run.layout.shardings.model_state))
-      _flush_metrics(accumulator, checkpointer, logger, result, tokens_per_step)
-      checkpointer.save(state, stream.state(), gin_config)  # no-op if saved at this step
+      _flush_metrics(accumulator, checkpointer, logger, result, tokens_per_step,
+                     trainer.max_loss)
+      if step not in checkpointer.all_steps():
+        _save(checkpointer, state, stream, gin_config, lock)
       result.stopped_by_signal = stopping
       if not stopping and step not in result.evals:
         params, state = state.params, None  # the training model state is not needed
@@ -353,15 +399,25 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   return result
 
 
+def _save(checkpointer: checkpoints_lib.Checkpointer, state: Any, stream, gin_config: str,
+          lock: Optional[workdir_lock.WorkdirLock]) -> None:
+  """Saves `state` unless it is not finite (then raises, keeping the last good one),
+  after checking that this run still holds the workdir and refreshing its heartbeat."""
+  loss_guard.check_state_finite(state, checkpointer)
+  if lock is not None:
+    lock.refresh()
+  checkpointer.save(state, stream.state(), gin_config)
+
+
 def _flush_metrics(accumulator: metrics_lib.MetricsAccumulator,
                    checkpointer: checkpoints_lib.Checkpointer,
                    logger: metrics_lib.MetricsLogger, result: TrainResult,
-                   tokens_per_step: int) -> None:
-  """Fetches the pending step metrics, stops on a non-finite loss, writes a summary."""
+                   tokens_per_step: int, max_loss: Optional[float]) -> None:
+  """Fetches the pending step metrics, stops on a diverging loss, writes a summary."""
   if not len(accumulator):
     return
   first, per_step = accumulator.fetch()
-  _check_finite(first, per_step, checkpointer)
+  loss_guard.check_losses(first, per_step, checkpointer, max_loss)
   for offset, m in enumerate(per_step):
     result.train_losses[first + offset + 1] = float(m["loss_sum"] / max(m["tokens"], 1.0))
   logger.write_train(first + len(per_step), metrics_lib.summarize(per_step),

@@ -4,10 +4,13 @@ Steps return sums (loss_sum, correct, tokens) and per-step values (grad_norm,
 learning_rate, memory diagnostics) as device arrays; `MetricsAccumulator` keeps
 them on device until a log step, then turns them into scalars. `MetricsLogger`
 writes scalars through `clu.metric_writers` (TensorBoard event files plus the
-console) and drives a tqdm progress bar.
+console) and drives a tqdm progress bar. A summary never ends a run: values
+beyond float32 (TensorBoard's scalar type) are written as +-inf, and a writer
+that fails anyway logs a warning.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -20,6 +23,24 @@ from clu import metric_writers
 
 SUM_KEYS = ("loss_sum", "correct", "tokens")
 LN2 = math.log(2.0)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # TensorBoard stores scalars as float32
+
+
+def perplexity(loss: float) -> float:
+  """exp(loss) for a loss in nats per token; inf where that overflows a float64."""
+  try:
+    return math.exp(loss)
+  except OverflowError:
+    return math.inf
+
+
+def summary_value(value: Any) -> float:
+  """`value` as a float TensorBoard can store: NaN stays NaN, a magnitude above
+  float32's largest (3.4e38) becomes +-inf (the event writer refuses those)."""
+  value = float(value)
+  if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+    return math.copysign(math.inf, value)
+  return value
 
 
 def token_metrics(loss_sum: float, correct: float, tokens: float) -> Dict[str, float]:
@@ -28,7 +49,7 @@ def token_metrics(loss_sum: float, correct: float, tokens: float) -> Dict[str, f
     return {"loss": float("nan"), "perplexity": float("nan"),
             "bits_per_token": float("nan"), "accuracy": float("nan"), "tokens": 0.0}
   loss = loss_sum / tokens
-  return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+  return {"loss": loss, "perplexity": perplexity(loss),
           "bits_per_token": loss / LN2, "accuracy": correct / tokens, "tokens": tokens}
 
 
@@ -123,18 +144,31 @@ class MetricsLogger:
                    tokens_per_s_per_device=tokens_seen / elapsed / self._devices)
     if self._peak_flops and self._step_flops:
       scalars["mfu"] = self._step_flops / step_time / self._peak_flops
-    self._train.write_scalars(step, scalars)
+    self._write_scalars(self._train, step, scalars)
     self._bar.set_postfix(loss=f"{scalars['loss']:.3f}",
                           tok_s=f"{scalars['tokens_per_s']:.0f}", refresh=False)
 
   def write_eval(self, step: int, scalars: Dict[str, float]) -> None:
-    self._eval.write_scalars(step, scalars)
+    self._write_scalars(self._eval, step, scalars)
     self._bar.write(f"eval at step {step}: perplexity {scalars['perplexity']:.3f}, "
                     f"loss {scalars['loss']:.4f}, bits/token {scalars['bits_per_token']:.4f}, "
                     f"accuracy {scalars['accuracy']:.4f} over {int(scalars['tokens'])} tokens")
 
   def write_text(self, step: int, name: str, text: str) -> None:
-    self._train.write_texts(step, {name: text})
+    try:
+      self._train.write_texts(step, {name: text})
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("could not write the text %r of step %d (%s); training goes on",
+                      name, step, e)
+
+  @staticmethod
+  def _write_scalars(writer, step: int, scalars: Mapping[str, Any]) -> None:
+    """Writes `scalars` as TensorBoard can store them; a failure only logs a warning."""
+    try:
+      writer.write_scalars(step, {k: summary_value(v) for k, v in scalars.items()})
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("could not write the metrics of step %d (%s: %s); training goes on",
+                      step, type(e).__name__, e)
 
   def close(self) -> None:
     self._bar.close()

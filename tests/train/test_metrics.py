@@ -1,6 +1,9 @@
-"""The training summaries' speed figures: step time, tokens per device, FLOPs utilisation."""
+"""The training summaries: speed figures (step time, tokens per device, FLOPs
+utilisation) and values TensorBoard can store, whatever the loss."""
+import math
 import time
 
+import numpy as np
 import pytest
 
 from memorizing_jax.train import metrics
@@ -25,3 +28,43 @@ def test_speed_figures_of_an_interval(tmp_path, peak):
     assert "mfu" not in written
   else:
     assert written["mfu"] == pytest.approx(3e9 / written["step_time_s"] / peak, rel=1e-5)
+
+
+def test_a_huge_finite_loss_is_written_with_an_infinite_perplexity(tmp_path):
+  """peak_learning_rate=1e4 gave a loss of 1987 nats: exp(1987) overflows, and event
+  files store float32 (largest 3.4e38), which once made the write raise."""
+  per_step = [{"loss_sum": 1987.0 * 128, "correct": 3.0, "tokens": 128.0, "grad_norm": 2e39,
+               "learning_rate": 1e4}]
+  scalars = metrics.summarize(per_step)
+  assert scalars["loss"] == 1987.0 and scalars["perplexity"] == math.inf
+  logger = metrics.MetricsLogger(str(tmp_path), 0, 10, progress_bar=False)
+  logger.write_train(1, scalars, tokens_seen=128)
+  logger.close()
+  written = {tag: values[1] for tag, values in read_scalars(tmp_path / "train").items()}
+  assert written["loss"] == 1987.0
+  assert written["perplexity"] == math.inf
+  assert written["grad_norm"] == math.inf  # 2e39 is beyond float32
+  assert written["bits_per_token"] == pytest.approx(1987.0 / math.log(2), rel=1e-6)
+  assert written["accuracy"] == pytest.approx(3 / 128)
+
+
+def test_summary_values_fit_float32():
+  assert metrics.summary_value(3e38) == 3e38
+  assert metrics.summary_value(1e39) == math.inf
+  assert metrics.summary_value(-1e300) == -math.inf
+  assert math.isnan(metrics.summary_value(float("nan")))
+  assert metrics.summary_value(np.float32(2.5)) == 2.5
+  assert metrics.perplexity(math.log(20.0)) == pytest.approx(20.0)
+  assert metrics.perplexity(710.0) == math.inf  # exp overflows a float64 here
+
+
+def test_a_failing_metrics_write_logs_and_the_next_one_lands(tmp_path, caplog):
+  logger = metrics.MetricsLogger(str(tmp_path), 0, 10, progress_bar=False)
+  with caplog.at_level("WARNING"):
+    # A metric that is not a scalar cannot be a TensorBoard scalar.
+    logger.write_train(3, {"loss": 1.0, "per_layer": np.ones(2)}, tokens_seen=8)
+  assert "could not write the metrics of step 3" in caplog.text
+  assert "training goes on" in caplog.text
+  logger.write_train(4, {"loss": 2.0}, tokens_seen=8)
+  logger.close()
+  assert read_scalars(tmp_path / "train")["loss"] == {4: 2.0}

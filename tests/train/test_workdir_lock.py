@@ -1,0 +1,154 @@
+"""One run per workdir: the lock refuses a second run, takes over stale locks, and
+`loop.train` takes it before writing anything."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from memorizing_jax.train import loop
+from memorizing_jax.train.workdir_lock import LOCK_NAME, LockHolder, WorkdirLock, \
+    WorkdirLockedError
+
+
+def _write_lock(workdir, host, pid, heartbeat_age_s):
+  now = time.time()
+  holder = LockHolder(host, pid, now - heartbeat_age_s - 60, now - heartbeat_age_s, "other")
+  (workdir / LOCK_NAME).write_text(holder.to_json())
+  return holder
+
+
+def _ended_pid():
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
+
+
+def test_the_lock_file_names_its_holder(tmp_path):
+  before = time.time()
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  lock.acquire()
+  written = json.loads((tmp_path / LOCK_NAME).read_text())
+  assert written["host"] == socket.gethostname() and written["pid"] == os.getpid()
+  assert before <= written["started"] == written["heartbeat"] <= time.time()
+  lock.release()
+
+
+def test_a_second_lock_on_a_live_lock_refuses_naming_the_holder(tmp_path):
+  first = WorkdirLock(str(tmp_path), stale_after_s=600)
+  first.acquire()
+  text = (tmp_path / LOCK_NAME).read_text()
+  with pytest.raises(WorkdirLockedError) as error:
+    WorkdirLock(str(tmp_path), stale_after_s=600).acquire()
+  message = str(error.value)
+  assert f"host {socket.gethostname()}, pid {os.getpid()}, started " in message
+  assert f"kill {os.getpid()} on {socket.gethostname()}" in message
+  assert "Wait for that run to finish" in message and "another --workdir" in message
+  assert (tmp_path / LOCK_NAME).read_text() == text  # the holder's lock is untouched
+  first.release()
+
+
+def test_the_lock_of_an_ended_process_on_this_host_is_taken_over(tmp_path, caplog):
+  pid = _ended_pid()
+  _write_lock(tmp_path, socket.gethostname(), pid, heartbeat_age_s=1)
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  with caplog.at_level("WARNING"):
+    lock.acquire()
+  assert f"its process {pid} on this host has ended" in caplog.text
+  assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+  assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # nothing left aside
+  lock.release()
+
+
+def test_another_hosts_lock_is_taken_over_only_when_its_heartbeat_is_old(tmp_path, caplog):
+  _write_lock(tmp_path, "other-host", 1, heartbeat_age_s=30)
+  with pytest.raises(WorkdirLockedError, match=r"host other-host, pid 1, .*heartbeat 30 s ago"):
+    WorkdirLock(str(tmp_path), stale_after_s=600).acquire()
+
+  _write_lock(tmp_path, "other-host", 1, heartbeat_age_s=700)
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  with caplog.at_level("WARNING"):
+    lock.acquire()
+  assert "its heartbeat is 700 s old (stale after 600 s)" in caplog.text
+  assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == socket.gethostname()
+  lock.release()
+
+
+def test_release_removes_the_lock_and_a_new_run_takes_it(tmp_path):
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  lock.acquire()
+  lock.release()
+  assert not (tmp_path / LOCK_NAME).exists()
+  again = WorkdirLock(str(tmp_path), stale_after_s=600)
+  again.acquire()
+  again.release()
+
+
+def test_refresh_moves_the_heartbeat_and_notices_a_takeover(tmp_path):
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  lock.acquire()
+  first = json.loads((tmp_path / LOCK_NAME).read_text())
+  time.sleep(0.01)
+  lock.refresh()
+  refreshed = json.loads((tmp_path / LOCK_NAME).read_text())
+  assert refreshed["heartbeat"] > first["heartbeat"]
+  assert refreshed["started"] == first["started"] and refreshed["token"] == first["token"]
+  # Another run took the lock over (this one had stalled): this run must stop.
+  other = _write_lock(tmp_path, "other-host", 7, heartbeat_age_s=0)
+  with pytest.raises(WorkdirLockedError, match=r"taken over by host other-host, pid 7"):
+    lock.refresh()
+  lock.release()  # leaves the other run's lock alone
+  assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == other.token
+
+
+def test_holding_beats_in_the_background_and_restores_sigterm(tmp_path):
+  handler = signal.getsignal(signal.SIGTERM)
+  with WorkdirLock(str(tmp_path), stale_after_s=0.5) as lock:  # a heartbeat every 0.05 s
+    started = lock.holder.heartbeat
+    time.sleep(0.3)
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"] > started
+  assert not (tmp_path / LOCK_NAME).exists()
+  assert signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_sigterm_releases_a_held_lock(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time\n"
+       "from memorizing_jax.train.workdir_lock import WorkdirLock\n"
+       f"with WorkdirLock({str(tmp_path)!r}, stale_after_s=600):\n"
+       "  print('held', flush=True)\n"
+       "  time.sleep(60)\n"],
+      stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline() == "held\n"
+  assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == holder.pid
+  holder.send_signal(signal.SIGTERM)
+  assert holder.wait(timeout=30) == 128 + signal.SIGTERM
+  assert not (tmp_path / LOCK_NAME).exists()
+
+
+def _files(root):
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+          if p.is_file()}
+
+
+def test_train_refuses_a_workdir_held_by_a_live_run_and_changes_nothing(tiny, tmp_path):
+  one_step = tiny.replace(mesh=dict(data=1, model=1), trainer=dict(total_steps=1))
+  loop.train(workdir=str(tmp_path), gin_config="# the first run\n", **one_step.kwargs())
+  assert not (tmp_path / LOCK_NAME).exists()  # released at the end
+  assert (tmp_path / "checkpoints" / "1").is_dir()
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  try:
+    _write_lock(tmp_path, socket.gethostname(), sleeper.pid, heartbeat_age_s=0)
+    before = _files(tmp_path)
+    with pytest.raises(WorkdirLockedError, match=rf"pid {sleeper.pid}, started "):
+      loop.train(workdir=str(tmp_path), gin_config="# a second run\n",
+                 **one_step.replace(trainer=dict(total_steps=2)).kwargs())
+    assert _files(tmp_path) == before
+  finally:
+    sleeper.kill()
+    sleeper.wait()
