@@ -1,6 +1,7 @@
 """The launch scripts' commands and errors, and the multi-process start-up's errors.
 
-Nothing here reaches a cloud: tpu_pod.sh only prints its gcloud commands (--dry-run).
+Nothing here reaches a cloud: tpu_pod.sh prints its gcloud commands (--dry-run), or
+runs a fake `gcloud` (a bash script that logs its arguments) to show its restarts.
 """
 import os
 import pathlib
@@ -80,6 +81,215 @@ def test_tpu_pod_options_change_the_commands(no_gcloud_env):
   assert "env MEMORIZING_JAX_ARXIV_DIR=/data/arxiv .venv/bin/python -m" in lines[1]
 
 
+def _commands(text):
+  """The command lines of a dry run's output (stdout, or the restart plan's indented lines
+  on stderr), split into words as a shell would."""
+  lines = [line.strip() for line in text.splitlines()]
+  return [shlex.split(line) for line in lines
+          if line and not line.startswith(("#", "launch/tpu_pod.sh:"))]
+
+
+@pytest.mark.parametrize("accelerator,version", [
+    ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+def test_tpu_pod_picks_the_software_version_of_the_generation(accelerator, version,
+                                                               no_gcloud_env):
+  """Google's TPU software versions for JAX (https://cloud.google.com/tpu/docs/runtimes),
+  directly (--version) and through a queued resource (--runtime-version)."""
+  args = [*V4_32[:5], accelerator, *V4_32[6:], "--steps", "create"]
+  direct = _script("tpu_pod.sh", "--dry-run", *args, "--", *TRAIN, env=no_gcloud_env)
+  assert direct.returncode == 0, direct.stderr
+  assert _commands(direct.stdout) == [
+      ["gcloud", "compute", "tpus", "tpu-vm", "create", "mt-arxiv", "--zone=us-central2-b",
+       f"--accelerator-type={accelerator}", f"--version={version}"]]
+  queued = _script("tpu_pod.sh", "--dry-run", *args, "--queued", "--", *TRAIN,
+                   env=no_gcloud_env)
+  assert queued.returncode == 0, queued.stderr
+  assert _commands(queued.stdout)[0] == [
+      "gcloud", "compute", "tpus", "queued-resources", "create", "mt-arxiv-qr",
+      "--node-id=mt-arxiv", "--zone=us-central2-b", f"--accelerator-type={accelerator}",
+      f"--runtime-version={version}"]
+
+
+def test_tpu_pod_version_flag_overrides_the_table(no_gcloud_env):
+  for accelerator in ("v5p-8", "v7-8"):  # a known generation, and one the table lacks
+    done = _script("tpu_pod.sh", "--dry-run", *V4_32[:5], accelerator, *V4_32[6:],
+                   "--version", "v2-alpha-tpuv5-test", "--steps", "create", "--", *TRAIN,
+                   env=no_gcloud_env)
+    assert done.returncode == 0, done.stderr
+    assert _commands(done.stdout)[0][-2:] == [f"--accelerator-type={accelerator}",
+                                              "--version=v2-alpha-tpuv5-test"]
+
+
+def test_tpu_pod_queued_spot_dry_run_prints_the_queued_resource_commands(no_gcloud_env):
+  done = _script("tpu_pod.sh", "--dry-run", *V4_32[:5], "v5litepod-16", "--zone", "us-west4-a",
+                 *V4_32[6:], "--queued", "--spot", "--project", "my-proj",
+                 "--queue_timeout", "3600", "--poll_interval", "60", "--", *TRAIN,
+                 env=no_gcloud_env)
+  assert done.returncode == 0, done.stderr
+  commands = _commands(done.stdout)
+  where = ["--zone=us-west4-a", "--project=my-proj"]
+  assert commands[1] == [
+      "gcloud", "compute", "tpus", "queued-resources", "create", "mt-arxiv-qr",
+      "--node-id=mt-arxiv", *where, "--accelerator-type=v5litepod-16",
+      "--runtime-version=v2-alpha-tpuv5-lite", "--spot"]
+  assert commands[2] == ["gcloud", "compute", "tpus", "queued-resources", "describe",
+                         "mt-arxiv-qr", *where, "--format=value(state.state)"]
+  assert ("the line above runs every 60 s until mt-arxiv-qr is ACTIVE, for at most 3600 s"
+          in done.stderr)
+  # The node is the queued resource's: set up and trained on by its name, as before.
+  assert [c[3:5] for c in commands[4:-1]] == [["tpu-vm", verb]
+                                             for verb in ("scp", "ssh", "ssh", "ssh", "ssh")]
+  assert commands[4][6] == "mt-arxiv:memorizing_jax.tar.gz"
+  assert all(c[5] == "mt-arxiv" for c in commands[5:-1])
+  assert commands[-1] == ["gcloud", "compute", "tpus", "queued-resources", "delete",
+                          "mt-arxiv-qr", *where, "--force", "--quiet"]
+
+
+def test_tpu_pod_dry_run_shows_what_a_restart_runs(no_gcloud_env):
+  done = _script("tpu_pod.sh", "--dry-run", *V4_32, "--spot", "--max_restarts", "2", "--",
+                 *TRAIN, env=no_gcloud_env)
+  assert done.returncode == 0, done.stderr
+  normal = _commands(done.stdout)
+  plan_text = done.stderr.split("on preemption (up to 2 times)", 1)[1]
+  plan = _commands(plan_text.split("\n", 1)[1])
+  assert plan[0] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "mt-arxiv",
+                     "--zone=us-central2-b", "--format=value(state)"]
+  assert plan[1:4] == [
+      normal[-1],  # the delete
+      ["gcloud", "storage", "rm", "gs://my-bucket/runs/arxiv/workdir.lock"],
+      normal[1]]  # the create, --spot included
+  assert plan[3][-1] == "--spot"
+  # Then the same setup and training as the first time; not the compile step.
+  assert plan[4:] == normal[2:-1]
+  assert not any("memorizing_jax.compile" in word for c in plan for word in c)
+  never = _script("tpu_pod.sh", "--dry-run", *V4_32, "--spot", "--max_restarts=0", "--",
+                  *TRAIN, env=no_gcloud_env)
+  assert never.returncode == 0 and "on preemption" not in never.stderr, never.stderr
+  assert never.stdout == done.stdout
+
+
+def test_tpu_pod_queued_restart_plan_waits_for_the_new_queued_resource(no_gcloud_env):
+  done = _script("tpu_pod.sh", "--dry-run", *V4_32, "--queued", "--steps", "create,train",
+                 "--", *TRAIN, env=no_gcloud_env)
+  assert done.returncode == 0, done.stderr
+  plan = _commands(done.stderr.split("on preemption (up to 3 times)", 1)[1].split("\n", 1)[1])
+  assert [" ".join(c[1:5]) for c in plan[:5]] == [
+      "compute tpus queued-resources describe", "compute tpus queued-resources delete",
+      "storage rm gs://my-bucket/runs/arxiv/workdir.lock",
+      "compute tpus queued-resources create", "compute tpus queued-resources describe"]
+  assert plan[1][-2:] == ["--force", "--quiet"]
+
+
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+# Stands in for the Google Cloud CLI: logs its arguments; `describe` answers the next
+# line of ./states (an empty line: the resource is gone); `ssh` fails (exit 7) while
+# ./ssh_failures counts above 0.
+here="${0%/*}"
+printf '%s\n' "$*" >> "$here/calls.log"
+case "$4" in
+  describe)
+    state="$(head -n 1 "$here/states")"
+    sed -i 1d "$here/states"
+    if [[ -z "$state" ]]; then echo "ERROR: (gcloud) NOT_FOUND" >&2; exit 1; fi
+    echo "$state" ;;
+  ssh)
+    failures="$(cat "$here/ssh_failures")"
+    if (( failures > 0 )); then
+      echo $(( failures - 1 )) > "$here/ssh_failures"
+      echo "ssh: connection closed" >&2
+      exit 7
+    fi ;;
+esac
+"""
+
+
+def _fake_gcloud_run(tmp_path, *args, states=(), ssh_failures=0):
+  """Runs tpu_pod.sh for real with the fake `gcloud` first on PATH; returns the finished
+  process and the gcloud calls, shortened to their group and verb (`tpu-vm create`)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+  (bin_dir / "gcloud").chmod(0o755)
+  (bin_dir / "states").write_text("".join(f"{state}\n" for state in states))
+  (bin_dir / "ssh_failures").write_text(f"{ssh_failures}\n")
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+             TMPDIR=str(tmp_path))
+  done = _script("tpu_pod.sh", *V4_32, "--steps", "create,train,delete", "--poll_interval", "1",
+                 *args, "--", *TRAIN, env=env)
+  log = bin_dir / "calls.log"
+  calls = log.read_text().splitlines() if log.exists() else []
+  short = [" ".join(c.split()[2:4]) if c.startswith("compute ") else " ".join(c.split()[:3])
+           for c in calls]
+  return done, short
+
+
+def test_tpu_pod_restarts_a_preempted_spot_slice(tmp_path):
+  """The training ssh fails, the slice is PREEMPTED: delete it, drop the dead run's lock,
+  create it, set it up (a new slice is bare) and train again; the compile step is not run
+  again (it is not even in --steps here), and at the end the slice is deleted."""
+  done, calls = _fake_gcloud_run(tmp_path, "--spot", states=["PREEMPTED"], ssh_failures=1)
+  assert done.returncode == 0, done.stderr
+  assert calls == [
+      "tpu-vm create", "tpu-vm ssh", "tpu-vm describe",
+      "tpu-vm delete", "storage rm gs://my-bucket/runs/arxiv/workdir.lock", "tpu-vm create",
+      "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh",
+      "tpu-vm delete"]
+  assert "mt-arxiv was preempted" in done.stderr and "(restart 1 of 3)" in done.stderr
+  assert (tmp_path / "memorizing_jax_mt-arxiv.tar.gz").exists()  # the new slice's checkout
+
+
+def test_tpu_pod_a_failure_that_is_not_a_preemption_ends_the_run(tmp_path):
+  done, calls = _fake_gcloud_run(tmp_path, "--spot", states=["READY"], ssh_failures=1)
+  assert done.returncode == 7, done.stderr  # the training command's exit status
+  assert calls == ["tpu-vm create", "tpu-vm ssh", "tpu-vm describe", "tpu-vm delete"]
+  assert "mt-arxiv is READY" in done.stderr and "preempted" not in done.stderr
+
+
+def test_tpu_pod_gives_up_after_max_restarts(tmp_path):
+  done, calls = _fake_gcloud_run(tmp_path, "--max_restarts", "1", states=["PREEMPTED"],
+                                 ssh_failures=2)
+  assert done.returncode == 7, done.stderr
+  assert calls == [
+      "tpu-vm create", "tpu-vm ssh", "tpu-vm describe",
+      "tpu-vm delete", "storage rm gs://my-bucket/runs/arxiv/workdir.lock", "tpu-vm create",
+      "tpu-vm scp", "tpu-vm ssh",  # setting up the new slice fails: no restart left
+      "tpu-vm delete"]
+
+
+def test_tpu_pod_restarts_a_suspended_queued_resource(tmp_path):
+  done, calls = _fake_gcloud_run(
+      tmp_path, "--queued", "--spot",
+      states=["WAITING_FOR_RESOURCES", "ACTIVE",  # the first wait, one poll apart
+              "SUSPENDED",  # after the training ssh failed
+              "ACTIVE"],  # the second wait
+      ssh_failures=1)
+  assert done.returncode == 0, done.stderr
+  assert calls == [
+      "queued-resources create", "queued-resources describe", "queued-resources describe",
+      "tpu-vm ssh", "queued-resources describe",
+      "queued-resources delete", "storage rm gs://my-bucket/runs/arxiv/workdir.lock",
+      "queued-resources create", "queued-resources describe",
+      "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh",
+      "queued-resources delete"]
+  assert "mt-arxiv-qr is WAITING_FOR_RESOURCES" in done.stderr
+
+
+def test_tpu_pod_a_queued_resource_that_is_gone_counts_as_preempted(tmp_path):
+  done, calls = _fake_gcloud_run(tmp_path, "--queued", states=["ACTIVE", "", "ACTIVE"],
+                                 ssh_failures=1)
+  assert done.returncode == 0, done.stderr
+  assert calls[2:5] == ["tpu-vm ssh", "queued-resources describe", "queued-resources delete"]
+
+
+def test_tpu_pod_a_failed_queued_resource_stops_with_a_message(tmp_path):
+  done, calls = _fake_gcloud_run(tmp_path, "--queued", states=["FAILED"])
+  assert done.returncode == 1
+  assert "queued resource mt-arxiv-qr FAILED" in done.stderr
+  assert calls == ["queued-resources create", "queued-resources describe",
+                   "queued-resources delete"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--zone", "z", "--accelerator", "v4-32", "--workdir", "gs://b/r", "--", *TRAIN],
      "--name is required"),
@@ -92,6 +302,14 @@ def test_tpu_pod_options_change_the_commands(no_gcloud_env):
     ([*V4_32, "--env", "1=2", "--", *TRAIN], "--env must be NAME=VALUE"),
     ([*V4_32[:5], "v5litepod-12", *V4_32[6:], "--", *TRAIN],
      "no TPU topology known for --accelerator v5litepod-12"),
+    ([*V4_32[:5], "v7-8", *V4_32[6:], "--", *TRAIN],
+     "unknown TPU generation 'v7' in --accelerator v7-8 (known: v2, v3, v4, v5litepod, v5p, "
+     "v6e): give its software version with --version"),
+    ([*V4_32, "--max_restarts", "-1", "--", *TRAIN],
+     "--max_restarts must be a whole number >= 0 (0: never restart), got '-1'"),
+    ([*V4_32, "--max_restarts=three", "--", *TRAIN], "--max_restarts must be a whole number"),
+    ([*V4_32, "--queued", "--poll_interval", "0", "--", *TRAIN],
+     "--poll_interval must be a positive whole number of seconds, got '0'"),
 ])
 def test_tpu_pod_bad_input_is_named(args, message, no_gcloud_env):
   done = _script("tpu_pod.sh", "--dry-run", *args, env=no_gcloud_env)
