@@ -52,8 +52,7 @@ DATA = "data/arxiv.gin"
 
 def configured(files, params=()):
   gin.clear_config()
-  main_lib.parse_gin([*files, DATA], list(params), main_lib.gin_search_paths())
-  return compile_lib.configured_train_arguments()
+  return main_lib.load_run_config([*files, DATA], list(params))
 
 
 def main(argv=None) -> None:

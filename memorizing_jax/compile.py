@@ -24,7 +24,6 @@ Exits with status 1 and says what to change when the step does not fit.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import sys
@@ -37,7 +36,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-import gin  # noqa: E402
 
 from memorizing_jax import main as main_lib  # noqa: E402  (its --gin_file/--gin_param flags)
 from memorizing_jax.train import aot  # noqa: E402
@@ -54,19 +52,6 @@ flags.DEFINE_bool("megacore", True, "v4 and v5p: one device per chip, as their p
                   "JAX; --nomegacore: one device per TensorCore (half a chip each).")
 flags.DEFINE_bool("reference", True, "For a model with memory, also compile the XL-only "
                   "step and report ratio_to_xl.")
-
-TRAIN_ARGUMENTS = ("model", "data", "optimizer", "mesh", "trainer")
-
-
-def configured_train_arguments() -> Dict[str, Any]:
-  """The model, data, optimizer, mesh and trainer configs the parsed gin gives `train`."""
-  try:
-    bindings = gin.get_bindings(loop.train)
-  except ValueError:  # no file binds loop.train: the defaults
-    bindings = {}
-  defaults = inspect.signature(loop.train).parameters
-  return {name: bindings.get(name, defaults[name].default) for name in TRAIN_ARGUMENTS}
-
 
 def compile_for(devices: Sequence[Any], arguments: Dict[str, Any], evaluation: bool = True,
                 reference: bool = True) -> Dict[str, Any]:
@@ -130,12 +115,8 @@ def main(argv: Sequence[str]) -> Optional[int]:
   if not FLAGS.topology:
     raise app.UsageError("--topology is required (e.g. --topology=v5e:4x4)")
   try:
-    if not FLAGS.gin_file:
-      raise main_lib.ConfigError("no --gin_file given; e.g. "
-                                 "--gin_file=experiments/table4_512_xl_mem8k.gin")
-    main_lib.parse_gin(FLAGS.gin_file, FLAGS.gin_param,
-                       main_lib.gin_search_paths(FLAGS.gin_search_path))
-    arguments = configured_train_arguments()
+    arguments = main_lib.load_run_config(FLAGS.gin_file, FLAGS.gin_param,
+                                         [*FLAGS.gin_search_path, *FLAGS.gin_search_paths])
     devices = aot.topology_devices(FLAGS.topology, FLAGS.megacore)
     report = dict(topology=FLAGS.topology,
                   **compile_for(devices, arguments, FLAGS.evaluation, FLAGS.reference))

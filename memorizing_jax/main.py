@@ -4,6 +4,11 @@ r"""The training entry point, t5x-style flags.
       [--gin_file=...] [--gin_param="loop.TrainerConfig.total_steps=100"] \
       --workdir=runs/quickstart
 
+t5x's spellings work too (--gin_bindings, --gin_search_paths=a,b), and
+--print_config prints the operative config (the run's config.gin) without training.
+A binding that sets a macro no gin file uses, or gives a config field a value of
+the wrong type, is an error that names it.
+
 Several processes (hosts) train one model through `jax.distributed`: on a TPU pod
 slice nothing more is needed (every worker runs the same command); elsewhere give
 each process --coordinator_address=HOST:PORT (process 0's), --num_processes=N and
@@ -19,12 +24,17 @@ module only parses them and calls `memorizing_jax.train.loop.train`.
 """
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import difflib
+import inspect
 import logging as std_logging
 import os
 import pathlib
 import re
 import sys
+import types
+import typing
 from typing import List, Optional, Sequence
 
 from absl import app
@@ -37,8 +47,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files to parse, in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files "
+                          "(also spelt --gin_bindings, as in t5x).")
+flags.DEFINE_alias("gin_bindings", "gin_param")
 flags.DEFINE_multi_string("gin_search_path", [], "More folders to look for gin files in.")
+flags.DEFINE_list("gin_search_paths", [], "More folders to look for gin files in, "
+                  "comma-separated (t5x's spelling; added after --gin_search_path).")
+flags.DEFINE_bool("print_config", False,
+                  "Parse the gin files and bindings, build and validate the configs, print "
+                  "the operative config (what the run's config.gin would hold) and exit "
+                  "without training; --workdir is not needed.")
 flags.DEFINE_string("workdir", None, "Where checkpoints, events and config.gin go "
                     "(a local path or gs://...).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
@@ -87,33 +105,33 @@ def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
                           "name or add its folder with --gin_search_path")
 
 
+class ConfigError(ValueError):
+  """A gin file or binding that does not parse, names something unknown or gives a
+  value of the wrong type."""
+
+
+def _did_you_mean(word: str, candidates: Sequence[str], otherwise: str = "") -> str:
+  close = difflib.get_close_matches(word, candidates, n=3)
+  return f"\nDid you mean: {', '.join(close)}?" if close else otherwise
+
+
 def _suggestion(message: str) -> str:
   """A 'did you mean' for a misspelt configurable or parameter in a gin error."""
   import gin  # pylint: disable=g-import-not-at-top
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
   match = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", message)
   if match:
     try:
-      fn = gin.config._REGISTRY.get_match(match.group(1)).wrapped  # pylint: disable=protected-access
-      import inspect  # pylint: disable=g-import-not-at-top
-      names = list(inspect.signature(fn).parameters)
+      names = list(inspect.signature(registry.get_match(match.group(1)).wrapped).parameters)
     except Exception:  # pylint: disable=broad-except
       return ""
-    close = difflib.get_close_matches(match.group(2), names, n=3)
-    return f"\nDid you mean: {', '.join(close)}?" if close else (
-        f"\nIts parameters are: {', '.join(names)}")
+    return _did_you_mean(match.group(2), names, f"\nIts parameters are: {', '.join(names)}")
   match = re.search(r"No configurable matching '([\w.]+)'", message)
   if match:
-    registry = gin.config._REGISTRY  # pylint: disable=protected-access
     depth = match.group(1).count(".") + 1  # compare as written: "loop.TrainerConfig"
-    names = sorted({".".join(key.split(".")[-depth:]) for key, _ in registry.items()})
-    close = difflib.get_close_matches(match.group(1), names, n=3)
-    if close:
-      return f"\nDid you mean: {', '.join(close)}?"
+    return _did_you_mean(match.group(1),
+                         sorted({".".join(key.split(".")[-depth:]) for key, _ in registry.items()}))
   return ""
-
-
-class ConfigError(ValueError):
-  """A gin file or binding that does not parse or names something unknown."""
 
 
 def _macro_hint(name: str) -> str:
@@ -123,11 +141,76 @@ def _macro_hint(name: str) -> str:
   return hints.get(name, f"set it, e.g. --gin_param=\"{name}=...\"")
 
 
-class _GinIncludeNoise(std_logging.Filter):
-  """gin logs "Path not found" for every search path an `include` is not in."""
+def _macro_value(value):
+  """`value` with macro references (%NAME) replaced by the macros' values."""
+  import gin  # pylint: disable=g-import-not-at-top
+  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+    bound = gin.config._CONFIG.get(value.config_key, {})  # pylint: disable=protected-access
+    return _macro_value(bound["value"]) if "value" in bound else value
+  if isinstance(value, (list, tuple)):
+    return type(value)(_macro_value(item) for item in value)
+  return value
 
-  def filter(self, record) -> bool:
-    return not record.pathname.replace("\\", "/").endswith("gin/resource_reader.py")
+
+def check_macros_are_used(params: Sequence[str]) -> None:
+  """A macro set by a binding must be one that the gin files refer to (%NAME):
+  otherwise it is misspelt and would silently change nothing."""
+  import gin  # pylint: disable=g-import-not-at-top
+  used = sorted({ref.scopes[-1] for ref in gin.config.iterate_references(
+      gin.config._CONFIG) if ref.selector == "gin.macro"})  # pylint: disable=protected-access
+  for param in params:
+    for name in re.findall(r"^\s*([A-Za-z_]\w*)\s*=", param, flags=re.MULTILINE):
+      if name not in used:
+        raise ConfigError(
+            f"gin configuration error: the binding {param.strip()!r} sets the macro {name}, "
+            f"which no gin file uses{_did_you_mean(name, used, f'; the macros used: {used}')}")
+
+
+def _fits(value, annotation) -> bool:
+  """Whether `value` fits a dataclass field's type; values this cannot judge
+  (configurable references, unusual annotations) fit."""
+  import gin  # pylint: disable=g-import-not-at-top
+  origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+  if isinstance(value, gin.config.ConfigurableReference) or annotation is typing.Any:
+    return True
+  if origin in (typing.Union, types.UnionType):
+    return any(_fits(value, arg) for arg in args)
+  if origin is typing.Literal:
+    return value in args
+  if origin in (tuple, list, collections.abc.Sequence):  # a gin list fits a tuple field
+    if not args:
+      return isinstance(value, (list, tuple))
+    item_types = [args[0]] * len(value) if len(args) == 1 or args[-1:] == (Ellipsis,) else args
+    return (isinstance(value, (list, tuple)) and len(item_types) == len(value)
+            and all(_fits(v, t) for v, t in zip(value, item_types)))
+  if annotation in (int, float) and isinstance(value, bool):
+    return False
+  if annotation is float:
+    return isinstance(value, (int, float))
+  if isinstance(origin or annotation, type):
+    return isinstance(value, origin or annotation)
+  return True
+
+
+def check_field_types() -> None:
+  """Every value bound to a dataclass field must have the field's annotated type
+  (macros resolved), so that a string for a number is named as such."""
+  import gin  # pylint: disable=g-import-not-at-top
+  for (scope, selector), bindings in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    cls = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    if cls is None or not dataclasses.is_dataclass(cls.wrapped):
+      continue
+    hints = typing.get_type_hints(cls.wrapped)
+    for name, given in bindings.items():
+      value = _macro_value(given)
+      if name in hints and not _fits(value, hints[name]):
+        binding = "/".join(filter(None, [scope, ".".join(selector.split(".")[-2:] + [name])]))
+        shown = repr(given) if repr(given) == repr(value) else f"{given!r} (= {value!r})"
+        expected = (hints[name].__name__ if isinstance(hints[name], type)
+                    else str(hints[name]).replace("typing.", ""))
+        raise ConfigError(
+            f"gin configuration error: {binding} = {shown} is a {type(value).__name__}, but "
+            f"{cls.wrapped.__name__}.{name} takes {expected}: give a value of that type")
 
 
 def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequence[str]) -> None:
@@ -139,8 +222,8 @@ def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequenc
   prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
   prefixes[:] = list(dict.fromkeys([*search_paths, *prefixes]))
   resolved = [resolve_gin_file(f, search_paths) for f in files]
-  noise = _GinIncludeNoise()
-  std_logging.getLogger().addFilter(noise)
+  quiet = _QuietLibraries()  # gin logs "Path not found" for each search path tried
+  std_logging.getLogger().addFilter(quiet)
   try:
     gin.parse_config_files_and_bindings(resolved, params, finalize_config=True)
   except (ValueError, KeyError, TypeError, SyntaxError, ImportError, IOError) as e:
@@ -151,7 +234,37 @@ def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequenc
                         f"never set: {_macro_hint(macro.group(1))}") from e
     raise ConfigError(f"gin configuration error: {message}{_suggestion(message)}") from e
   finally:
-    std_logging.getLogger().removeFilter(noise)
+    std_logging.getLogger().removeFilter(quiet)
+  check_macros_are_used(params)
+  check_field_types()
+
+
+def build_train_arguments() -> dict:
+  """The arguments gin gives `loop.train` besides workdir and gin_config: the configs,
+  each validated as it is built (unbound ones keep `loop.train`'s defaults)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
+  try:
+    gin.get_configurable(loop.train)
+  except ValueError:  # no file binds loop.train: the defaults
+    bindings = {}
+  else:
+    try:
+      bindings = gin.get_bindings(loop.train)  # builds the @Config() references
+    except TypeError as e:  # a bad value gin passed on (e.g. a list for a number)
+      raise ConfigError(f"gin configuration error: {e}") from e
+  return {name: bindings.get(name, parameter.default)
+          for name, parameter in inspect.signature(loop.train).parameters.items()
+          if name not in ("workdir", "gin_config")}
+
+
+def load_run_config(files: Sequence[str], params: Sequence[str],
+                    extra_search_paths: Sequence[str] = ()) -> dict:
+  """Parses the gin config and builds `loop.train`'s arguments (see above)."""
+  if not files:
+    raise ConfigError("no --gin_file given; start from --gin_file=gin/quickstart.gin")
+  parse_gin(files, params, gin_search_paths(extra_search_paths))
+  return build_train_arguments()
 
 
 def run_training(workdir: str, files: Sequence[str], params: Sequence[str],
@@ -159,20 +272,19 @@ def run_training(workdir: str, files: Sequence[str], params: Sequence[str],
   """Parses the gin config and trains; returns the loop's `TrainResult`."""
   import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
-  if not files:
-    raise ConfigError("no --gin_file given; start from --gin_file=gin/quickstart.gin")
-  parse_gin(files, params, gin_search_paths(extra_search_paths))
-  try:
-    train = gin.get_configurable(loop.train)
-  except ValueError:
-    train = loop.train  # No file binds loop.train: the defaults.
-  try:
-    return train(workdir=workdir, gin_config=gin.config_str())
-  except TypeError as e:  # a bad value gin passed on (e.g. a list for a number)
-    raise ConfigError(f"gin configuration error: {e}") from e
+  arguments = load_run_config(files, params, extra_search_paths)
+  return loop.train(workdir=workdir, gin_config=gin.config_str(), **arguments)
 
 
-class _QuietLibraries:
+def operative_config(files: Sequence[str], params: Sequence[str],
+                     extra_search_paths: Sequence[str] = ()) -> str:
+  """What a run's config.gin would hold, after the configs were built and validated."""
+  import gin  # pylint: disable=g-import-not-at-top
+  load_run_config(files, params, extra_search_paths)
+  return gin.config_str()
+
+
+class _QuietLibraries(std_logging.Filter):
   """Drops INFO records of chatty libraries (orbax logs every save) from the console,
   and gin's "Path not found" for every search path an `include` is not in."""
 
@@ -193,8 +305,26 @@ def _hide_accelerators_from_tensorflow() -> None:
   tf.config.set_visible_devices([], "GPU")
 
 
+def _print_config(params: Sequence[str], search_paths: Sequence[str]) -> int:
+  """--print_config: the operative config on stdout, or the error on stderr."""
+  try:
+    print(operative_config(FLAGS.gin_file, params, search_paths), end="")
+  except (ConfigError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def main(argv: Sequence[str]) -> Optional[int]:
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; use --gin_file/--gin_param")
+  params = list(FLAGS.gin_param)
+  if FLAGS.profile_steps:
+    params.append(f"loop.TrainerConfig.profile_steps = {FLAGS.profile_steps}")
+  search_paths = [*FLAGS.gin_search_path, *FLAGS.gin_search_paths]
+  if FLAGS.print_config:
+    return _print_config(params, search_paths)
   from memorizing_jax.train import multihost  # pylint: disable=g-import-not-at-top
   try:
     multihost.initialize(multihost.DistributedConfig.from_env(
@@ -204,18 +334,13 @@ def main(argv: Sequence[str]) -> Optional[int]:
     print(f"error: {e}", file=sys.stderr)
     return 1
   _hide_accelerators_from_tensorflow()
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; use --gin_file/--gin_param")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
   from memorizing_jax.train import checkpoints, loop  # pylint: disable=g-import-not-at-top
   try:
-    params = list(FLAGS.gin_param)
-    if FLAGS.profile_steps:
-      params.append(f"loop.TrainerConfig.profile_steps = {FLAGS.profile_steps}")
-    result = run_training(FLAGS.workdir, FLAGS.gin_file, params, FLAGS.gin_search_path)
+    result = run_training(FLAGS.workdir, FLAGS.gin_file, params, search_paths)
   except (ConfigError, ValueError, OSError, checkpoints.CheckpointMismatchError,
-          loop.NonFiniteLossError) as e:
+          checkpoints.CorruptCheckpointError, loop.NonFiniteLossError) as e:
     # Bad input: the message names the problem and the fix; the traceback is for bugs.
     logging.debug("", exc_info=True)
     print(f"error: {e}", file=sys.stderr)

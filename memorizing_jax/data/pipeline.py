@@ -34,11 +34,12 @@ def make_stream(task: str, split: str, batch_size: int, segment_length: int, *,
                 vocabulary: seqio.Vocabulary, mode: str = "train", seed: int = 0,
                 process_index: int = 0, process_count: int = 1,
                 data_dir: Optional[PathLike] = None, progress: bool = True,
-                keep_binary_files: bool = False) -> SegmentStream:
+                keep_binary_files: bool = False, text_feature: str = "text") -> SegmentStream:
   """A stream of `[batch_size, segment_length]` segment batches of `task`/`split`.
 
   Args:
-    task: a task of `memorizing_jax.data.tasks` (e.g. "python_stdlib", "pg19").
+    task: a task of `memorizing_jax.data.tasks` (e.g. "python_stdlib", "pg19"), or
+      any registered seqio task (see `tasks.SeqioTaskReader`).
     split: "train", "validation" or "test".
     batch_size: rows per batch on this process (the per-process batch).
     segment_length: L, tokens per row per batch.
@@ -54,12 +55,15 @@ def make_stream(task: str, split: str, batch_size: int, segment_length: int, *,
     keep_binary_files: read binary and undecodable files of folder corpora too
       (decoded with U+FFFD replacements) instead of skipping them (see
       `documents.binary_kind`).
+    text_feature: the feature of a seqio task's examples that holds the text (for
+      tasks not of `memorizing_jax.data.tasks`; ignored for those).
 
   Returns:
     A `SegmentStream` (see `streams.py` for the batch layout and the state).
   """
   cache = token_cache.load_or_build(task, split, vocabulary, data_dir, progress=progress,
-                                    keep_binary_files=keep_binary_files)
+                                    keep_binary_files=keep_binary_files,
+                                    text_feature=text_feature)
   if cache.num_documents == 0:
     raise ValueError(f"task {task!r} split {split!r} has no documents "
                      f"(read report: {cache.meta['report']}); check the corpus folder")

@@ -129,15 +129,17 @@ def _load(path: pathlib.Path) -> TokenCache:
 
 def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
                   data_dir: Optional[PathLike] = None, progress: bool = True,
-                  keep_binary_files: bool = False) -> TokenCache:
+                  keep_binary_files: bool = False, text_feature: str = "text") -> TokenCache:
   """The token cache of `task`/`split` in `vocabulary`, built on first use.
+
+  `text_feature` names the text of a seqio task's examples (see `tasks.get_reader`).
 
   Documents with fewer tokens than the reader's `min_tokens` are skipped and counted
   (`meta["report"]["skipped_short"]`); binary and undecodable files are skipped
   unless `keep_binary_files` (see `documents.binary_kind`), and counted too.
   """
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
-  reader = tasks.get_reader(task)
+  reader = tasks.get_reader(task, text_feature)
   vocab_lib.check_vocabulary_for_task(vocabulary, task)
   min_tokens = int(getattr(reader, "min_tokens", 0))
   vocabulary_fp = vocab_lib.vocabulary_fingerprint(vocabulary)

@@ -134,8 +134,8 @@ def _sidecar(model_path: PathLike) -> pathlib.Path:
 
 def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_VOCAB_SIZE,
                    *, data_dir: Optional[PathLike] = None,
-                   sample_bytes: Optional[int] = None, seed: int = 0
-                   ) -> seqio.Vocabulary:
+                   sample_bytes: Optional[int] = None, seed: int = 0,
+                   text_feature: str = "text") -> seqio.Vocabulary:
   """The vocabulary for `task`.
 
   The SentencePiece model is trained the first time (seconds to a minute on a
@@ -153,6 +153,8 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
     sample_bytes: characters of training text sampled from the training split
       (default `default_sample_bytes(size)`).
     seed: seed of the sample.
+    text_feature: for a seqio task of the user's, the string feature that holds the
+      text (see `tasks.get_reader`).
 
   Returns:
     `seqio.SentencePieceVocabulary` or `seqio.ByteVocabulary`.
@@ -162,7 +164,7 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
   if kind != "sentencepiece":
     raise ValueError(f"unknown vocabulary kind {kind!r}; expected one of {VOCAB_KINDS}")
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
-  reader = tasks.get_reader(task)
+  reader = tasks.get_reader(task, text_feature)
   if sample_bytes is None:
     sample_bytes = default_sample_bytes(size)
   path, meta = sentencepiece_model_path(

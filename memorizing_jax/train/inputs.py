@@ -36,6 +36,9 @@ class DataConfig:
     data_shards: how many shards the documents are split into (None: one per
       process). Must be a multiple of the process count; keep it when resuming a
       run on another number of processes to continue its data exactly.
+    text_feature: for a seqio task registered by the user (not one of
+      `memorizing_jax.data.tasks`), the string feature of its examples that holds
+      the text.
     keep_binary_files: also train on files of folder corpora that look binary or
       are not UTF-8 (skipped by default, and counted in the log; see
       `memorizing_jax.data.documents`).
@@ -51,6 +54,7 @@ class DataConfig:
   data_dir: Optional[str] = None
   seed: int = 0
   data_shards: Optional[int] = None
+  text_feature: str = "text"
   keep_binary_files: bool = False
 
   def __post_init__(self):
@@ -85,7 +89,8 @@ def load_vocabulary(config: DataConfig):
   """The task's vocabulary (a SentencePiece model is trained and cached the first time)."""
   from memorizing_jax.data import vocab  # pylint: disable=g-import-not-at-top
   return vocab.get_vocabulary(config.task, kind=config.vocabulary,
-                              size=config.vocabulary_size, data_dir=config.data_dir)
+                              size=config.vocabulary_size, data_dir=config.data_dir,
+                              text_feature=config.text_feature)
 
 
 def check_model_fits_vocabulary(model: ModelConfig, vocabulary) -> None:
@@ -138,7 +143,8 @@ def make_stream(config: DataConfig, segment_length: int, vocabulary, mode: str
       config.task, config.train_split if train else config.eval_split,
       global_rows // config.num_shards, segment_length, vocabulary=vocabulary, mode=mode,
       seed=config.seed, process_index=shard, process_count=config.num_shards,
-      data_dir=config.data_dir, keep_binary_files=config.keep_binary_files)
+      data_dir=config.data_dir, text_feature=config.text_feature,
+      keep_binary_files=config.keep_binary_files)
       for shard in config.process_shards()})
 
 

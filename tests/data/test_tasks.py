@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import seqio
+import tensorflow as tf
 
 from memorizing_jax.data import pg19
 from memorizing_jax.data import tasks
@@ -22,6 +23,84 @@ def test_default_tasks_are_registered():
   assert tasks.get_reader("isabelle").mode == "ordered"
   assert tasks.get_reader("c4_4k").min_tokens == 4096
   with pytest.raises(ValueError, match=r"unknown task 'nope'; tasks with documents: \["):
+    tasks.get_reader("nope")
+
+
+# Lines of a user's text files: one document per line (bytes 0x80+ test the decoding).
+USER_LINES = {"train": ["def f(x):", "  return x + 1  # caf\u00e9", "print(f(2))"],
+              "validation": ["a validation line"]}
+
+
+def _stream_documents(stream) -> dict:
+  """{document id: the loss-masked target ids} over an eval-mode stream."""
+  targets = {}
+  for batch in stream:
+    for row, document in enumerate(batch["document_id"].tolist()):
+      mask = batch["loss_mask"][row] > 0
+      if document >= 0:
+        targets.setdefault(document, []).extend(batch["targets"][row][mask].tolist())
+  return targets
+
+
+@pytest.fixture
+def user_text_task(tmp_path):
+  """A user's own seqio task over text files: a TextLineDataSource, no vocabulary."""
+  files = {}
+  for split, lines in USER_LINES.items():
+    files[split] = tmp_path / f"{split}.txt"
+    files[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+  seqio.TaskRegistry.remove("user_text_lines")
+  seqio.TaskRegistry.add(
+      "user_text_lines",
+      source=seqio.TextLineDataSource({s: str(f) for s, f in files.items()}),
+      preprocessors=[lambda ds: ds.map(lambda line: {"text": line})], output_features={})
+  yield "user_text_lines"
+  seqio.TaskRegistry.remove("user_text_lines")
+
+
+def test_any_registered_seqio_task_streams_its_lines_as_documents(user_text_task, tmp_path):
+  from memorizing_jax.data import pipeline
+  byte_vocabulary = vocab.byte_vocabulary()
+  reader = tasks.get_reader(user_text_task)
+  assert isinstance(reader, tasks.SeqioTaskReader) and reader.splits == ("train", "validation")
+  stream = pipeline.make_stream(user_text_task, "train", 2, 8, vocabulary=byte_vocabulary,
+                                mode="eval", data_dir=tmp_path / "data", progress=False)
+  expected = {i: byte_vocabulary.encode(line) + [1]  # EOS ends each document
+              for i, line in enumerate(USER_LINES["train"])}
+  assert _stream_documents(stream) == expected
+  assert stream.document_names == ["0", "1", "2"]
+
+
+def test_a_seqio_task_text_feature_is_configurable(tmp_path):
+  from memorizing_jax.data import pipeline
+  texts = ["first document", "second one"]
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_tensor_slices({"content": texts, "id": [7, 8]})
+
+  seqio.TaskRegistry.remove("user_content_task")
+  seqio.TaskRegistry.add("user_content_task", output_features={},
+                         source=seqio.FunctionDataSource(dataset_fn, splits=["train"]))
+  byte_vocabulary = vocab.byte_vocabulary()
+  with pytest.raises(ValueError, match=r"no string feature 'text'; its string features are "
+                                       r"\['content'\]"):
+    pipeline.make_stream("user_content_task", "train", 1, 8, vocabulary=byte_vocabulary,
+                         data_dir=tmp_path, progress=False)
+  stream = pipeline.make_stream("user_content_task", "train", 1, 8, mode="eval",
+                                vocabulary=byte_vocabulary, data_dir=tmp_path,
+                                progress=False, text_feature="content")
+  assert _stream_documents(stream) == {0: byte_vocabulary.encode("first document") + [1],
+                                       1: byte_vocabulary.encode("second one") + [1]}
+  with pytest.raises(ValueError, match=r"unknown split 'test'; expected one of \['train'\]"):
+    tasks.get_reader("user_content_task").fingerprint("test")
+  seqio.TaskRegistry.remove("user_content_task")
+
+
+def test_unknown_task_lists_project_and_seqio_tasks(user_text_task):
+  with pytest.raises(ValueError, match=r"unknown task 'nope'; tasks with documents: \[.*"
+                                       r"'python_stdlib'.*\]; other registered seqio tasks: "
+                                       r"\[.*'user_text_lines'.*\]"):
     tasks.get_reader("nope")
 
 

@@ -150,3 +150,85 @@ def test_command_line_reports_bad_input_as_one_message(tmp_path, capsys):
   assert "error: gin configuration error" in err and "Did you mean: total_steps" in err
   assert "Traceback" not in err
   assert not (tmp_path / "checkpoints").exists()
+
+
+def _run_main(argv):
+  """main.main on `argv` (flags parsed as on the command line); its exit status."""
+  main.FLAGS(["main"] + argv)
+  try:
+    return main.main(["main"])
+  finally:
+    main.FLAGS.unparse_flags()
+
+
+def test_print_config_prints_the_operative_config_without_training(capsys):
+  status = _run_main(["--gin_file=gin/quickstart.gin",
+                      "--gin_param=loop.TrainerConfig.total_steps = 7", "--print_config"])
+  out = capsys.readouterr().out
+  assert status == 0
+  # The bindings of train.gin, quickstart.gin and the command line, as config.gin holds them.
+  assert "loop.TrainerConfig.total_steps = 7\n" in out
+  assert "inputs.DataConfig.task = %TASK\n" in out and "TASK = 'python_stdlib'\n" in out
+  assert "loop.train.model = @model_config.ModelConfig()\n" in out
+
+
+def test_print_config_validates_the_configs_as_the_trainer_does(capsys):
+  status = _run_main(["--gin_file=gin/quickstart.gin", "--print_config",
+                      "--gin_param=partitioner.MeshConfig.data = 0"])
+  captured = capsys.readouterr()
+  assert status == 1 and captured.out == ""
+  assert "error: MeshConfig.data must be a positive" in captured.err
+
+
+def test_t5x_flag_spellings_are_accepted(tmp_path, capsys):
+  """--gin_bindings adds to --gin_param; --gin_search_paths is a comma list of folders."""
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b" / "mine.gin").write_text(
+      "include 'quickstart.gin'\nloop.TrainerConfig.total_steps = 3\n")
+  status = _run_main([f"--gin_search_paths={tmp_path / 'a'},{tmp_path / 'b'}",
+                      "--gin_file=mine.gin", "--gin_bindings=loop.TrainerConfig.log_every = 5",
+                      "--gin_param=BATCH_SIZE = 4", "--print_config"])
+  out = capsys.readouterr().out
+  assert status == 0
+  assert "loop.TrainerConfig.total_steps = 3\n" in out
+  assert "loop.TrainerConfig.log_every = 5\n" in out and "BATCH_SIZE = 4\n" in out
+
+
+def test_misspelt_macro_is_named_with_a_suggestion():
+  with pytest.raises(main.ConfigError, match=r"(?s)'BATCH_SIZ = 4' sets the macro BATCH_SIZ, "
+                                             r"which no gin file uses.*Did you mean: BATCH_SIZE"):
+    main.parse_gin(["gin/quickstart.gin"], ["BATCH_SIZ = 4"], main.gin_search_paths())
+
+
+def test_wrong_type_names_the_binding_the_field_type_and_the_value():
+  with pytest.raises(main.ConfigError, match=r"inputs.DataConfig.batch_size = 'x' is a str, but "
+                                             r"DataConfig.batch_size takes int"):
+    main.parse_gin(["gin/quickstart.gin"], ["inputs.DataConfig.batch_size = 'x'"],
+                   main.gin_search_paths())
+
+
+def test_wrong_type_through_a_macro_and_an_optional_field():
+  with pytest.raises(main.ConfigError, match=r"inputs.DataConfig.batch_size = %BATCH_SIZE "
+                                             r"\(= 8.5\) is a float, but DataConfig."
+                                             r"batch_size takes int"):
+    main.parse_gin(["gin/quickstart.gin"], ["BATCH_SIZE = 8.5"], main.gin_search_paths())
+  gin.clear_config()
+  with pytest.raises(main.ConfigError, match=r"loop.TrainerConfig.eval_batches = 'all' is a str, "
+                                             r"but TrainerConfig.eval_batches takes "
+                                             r"Optional\[int\]"):
+    main.parse_gin(["gin/quickstart.gin"], ["loop.TrainerConfig.eval_batches = 'all'"],
+                   main.gin_search_paths())
+  gin.clear_config()  # An int for a float field, None for an Optional one: accepted.
+  main.parse_gin(["gin/quickstart.gin"], ["optimizer.ScheduleConfig.peak_learning_rate = 1",
+                                          "loop.TrainerConfig.eval_batches = None"],
+                 main.gin_search_paths())
+
+
+def test_command_line_reports_a_wrong_type_as_one_message(tmp_path, capsys):
+  status = _run_main(["--gin_file=gin/quickstart.gin", f"--workdir={tmp_path}",
+                      "--gin_bindings=inputs.DataConfig.batch_size = 'x'"])
+  err = capsys.readouterr().err
+  assert status == 1 and "Traceback" not in err
+  assert "error: gin configuration error: inputs.DataConfig.batch_size = 'x' is a str" in err
+  assert not (tmp_path / "checkpoints").exists()
