@@ -22,6 +22,7 @@ import os
 import pathlib
 from typing import Iterable, Iterator, Optional
 
+from etils import epath
 import numpy as np
 import seqio
 import sentencepiece as spm
@@ -128,8 +129,9 @@ def sentencepiece_model_path(task: str, size: int, sample_bytes: int, seed: int,
   return path, meta
 
 
-def _sidecar(model_path: PathLike) -> pathlib.Path:
-  return pathlib.Path(model_path).with_suffix(".json")
+def _sidecar(model_path: PathLike) -> epath.Path:
+  """The JSON beside a model file (a local path or a gs:// one)."""
+  return epath.Path(model_path).with_suffix(".json")
 
 
 def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_VOCAB_SIZE,
@@ -141,9 +143,10 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
   The SentencePiece model is trained the first time (seconds to a minute on a
   CPU) and read from the cache afterwards. `size` is an upper bound: a sample with
   too few distinct pieces gives a smaller vocabulary (a warning says so), so size
-  the model's embedding from `vocabulary.vocab_size`. On several hosts, train it
-  once into a shared data directory (or copy the `vocab/` folder): every host then
-  reads the same model.
+  the model's embedding from `vocabulary.vocab_size`. The trainer calls this on
+  process 0 only, when a run starts fresh, and stores the model in the run's workdir,
+  where every process (and a resumed run, and `mj.load`) reads it
+  (`memorizing_jax/data/stored_vocab.py`, `memorizing_jax/train/run_vocabulary.py`).
 
   Args:
     task: a task registered in `memorizing_jax.data.tasks`.
@@ -196,14 +199,21 @@ def vocabulary_fingerprint(vocabulary: seqio.Vocabulary) -> str:
       f"seqio.SentencePieceVocabulary (e.g. from memorizing_jax.data.vocab.get_vocabulary)")
 
 
-def vocabulary_task(vocabulary: seqio.Vocabulary) -> Optional[str]:
-  """The task a locally trained SentencePiece vocabulary was trained on, else None."""
+def sentencepiece_metadata(vocabulary: seqio.Vocabulary) -> Optional[dict]:
+  """What a locally trained SentencePiece model was trained on (its JSON sidecar: task,
+  size, sample_bytes, seed, source_fingerprint, pieces, ...), else None."""
   if not isinstance(vocabulary, seqio.SentencePieceVocabulary):
     return None
   sidecar = _sidecar(vocabulary.sentencepiece_model_file)
   if not sidecar.is_file():
     return None
-  return json.loads(sidecar.read_text())["task"]
+  return json.loads(sidecar.read_text())
+
+
+def vocabulary_task(vocabulary: seqio.Vocabulary) -> Optional[str]:
+  """The task a locally trained SentencePiece vocabulary was trained on, else None."""
+  metadata = sentencepiece_metadata(vocabulary)
+  return None if metadata is None else metadata["task"]
 
 
 def check_vocabulary_for_task(vocabulary: seqio.Vocabulary, task: str) -> None:

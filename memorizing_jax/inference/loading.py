@@ -11,6 +11,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from memorizing_jax.inference import checkpoint, run_config
 from memorizing_jax.inference.loaded_model import LoadedModel
 from memorizing_jax.model import partitioning
+from memorizing_jax.model.config import ModelConfig
 
 
 def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) -> LoadedModel:
@@ -18,8 +19,10 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
 
   The config is the operative gin config stored with the checkpoint; the
   parameters are read straight onto this process's devices, whatever mesh (or
-  number of hosts) trained them; the vocabulary is the run's (a SentencePiece model
-  is read from the data cache, or trained again identically if missing).
+  number of hosts) trained them; the vocabulary is the one stored with the run
+  (`<workdir>/vocabulary/`: neither the corpus nor the data cache is needed), or,
+  for a run stored without one (older versions), the task's vocabulary from the data
+  cache (trained again identically if missing).
 
   Args:
     workdir: the run's workdir (or its `checkpoints/` folder).
@@ -31,6 +34,8 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   Raises:
     NoCheckpointError: no checkpoint (of that step) in the workdir.
     CorruptCheckpointError: no intact checkpoint (or the step asked for is damaged).
+    StoredVocabularyError: the run's stored vocabulary is damaged or does not fit its
+      config.
   """
   requested_step = step
   directory, step = checkpoint.resolve_step(workdir, step)
@@ -47,7 +52,19 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   # a step asked for by name is that step or an error.
   step, params = checkpoint.restore_params(directory, step, abstract,
                                            older_if_damaged=requested_step is None)
-  from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
-  vocabulary = inputs.load_vocabulary(data_config)
+  vocabulary = run_vocabulary(os.path.dirname(directory), data_config, model_config)
   return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
                      workdir=os.path.abspath(os.fspath(workdir)), data_config=data_config)
+
+
+def run_vocabulary(workdir: str, data_config, model_config: ModelConfig):
+  """The vocabulary of the run in `workdir` (the folder above its `checkpoints/`); a
+  stored one is checked against the run's `DataConfig` and the model's `vocab_size`."""
+  # Imported here: it imports seqio and TensorFlow, which `import mj` leaves out.
+  from memorizing_jax.data import stored_vocab  # pylint: disable=g-import-not-at-top
+  vocabulary = stored_vocab.run_vocabulary(
+      workdir, data_config.task, data_config.vocabulary, data_config.vocabulary_size,
+      data_dir=data_config.data_dir, text_feature=data_config.text_feature)
+  if stored_vocab.has_stored_vocabulary(workdir):
+    stored_vocab.check_fits_model(vocabulary, model_config.vocab_size, workdir)
+  return vocabulary

@@ -36,6 +36,7 @@ from memorizing_jax.train import loss_guard
 from memorizing_jax.train import metrics as metrics_lib
 from memorizing_jax.train import multihost
 from memorizing_jax.train import optimizer as optimizer_lib
+from memorizing_jax.train import run_vocabulary
 from memorizing_jax.train import steps as steps_lib
 from memorizing_jax.train import train_state as train_state_lib
 from memorizing_jax.train import workdir_lock
@@ -281,10 +282,11 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   """Trains (or resumes training) in `workdir`; evaluates at the end.
 
   Args:
-    workdir: checkpoints (`checkpoints/`), TensorBoard events (`train/`, `eval/`)
-      and the operative config (`config.gin`, written once the checkpoint is
-      restored or the run starts fresh) go here. An existing checkpoint here is
-      resumed exactly.
+    workdir: checkpoints (`checkpoints/`), TensorBoard events (`train/`, `eval/`),
+      the run's vocabulary (`vocabulary/`, stored when the run starts fresh and
+      read back when it resumes) and the operative config (`config.gin`, written
+      once the checkpoint is restored or the run starts fresh) go here. An
+      existing checkpoint here is resumed exactly.
     model, data, optimizer, mesh, trainer: the run's configuration.
     init_from: a checkpoint of another run whose matching parameters to start from.
     gin_config: the gin config text to record with every checkpoint.
@@ -292,15 +294,18 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
     NonFiniteLossError: the loss became NaN or infinite (last good checkpoint kept);
       LossAboveCeilingError (a subclass) when it exceeded `trainer.max_loss`.
     CheckpointMismatchError: the workdir's checkpoint does not fit `model`.
+    StoredVocabularyError: the workdir's vocabulary is damaged or not the one `data`
+      describes.
     WorkdirLockedError: another live run holds `workdir`.
   """
-  vocabulary = inputs_lib.load_vocabulary(data)
-  inputs_lib.check_model_fits_vocabulary(model, vocabulary)
   run = build_run(model, data, optimizer, mesh, trainer)
   checkpoints_lib.check_workdir_writable(
       workdir, 2 * checkpoints_lib.checkpoint_bytes(run.layout.abstract))
   lock = lock_workdir(workdir, trainer.lock_stale_after_s)
   try:
+    # Stored with the run (fresh) or read back from it (resumed): train/run_vocabulary.py.
+    vocabulary = run_vocabulary.vocabulary_for_run(workdir, data)
+    inputs_lib.check_model_fits_vocabulary(model, vocabulary)
     return _train_in_locked_workdir(workdir, run, vocabulary, trainer, init_from, gin_config,
                                     lock)
   finally:
@@ -340,6 +345,7 @@ def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: Traine
   # Only now: a config whose restore failed must not replace the workdir's config.gin.
   if jax.process_index() == 0 and gin_config:
     (epath.Path(workdir) / "config.gin").write_text(gin_config)
+  run_vocabulary.store_if_missing(workdir, vocabulary, data)  # runs of older versions
   step = int(jax.device_get(state.step))
   result = TrainResult(step=step, train_losses={}, evals={})
   # Compiled once, ahead of the loop: its FLOPs give the utilisation (`mfu`).

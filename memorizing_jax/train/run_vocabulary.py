@@ -1,0 +1,95 @@
+"""Which vocabulary a training run uses, decided before its data stream is built.
+
+  fresh run (no checkpoint in the workdir)
+      process 0 builds the task's vocabulary from the data (`inputs.load_vocabulary`:
+      trained once, cached in the data directory) and stores it in
+      `<workdir>/vocabulary/` (`data/stored_vocab.py`), replacing one left by an
+      earlier start that saved no checkpoint. The other processes wait for it (a
+      collective that also tells them whether process 0 failed) and every process
+      then reads the stored files: all hosts use one model, trained once, whatever
+      their data directories hold.
+  resumed run (a checkpoint in the workdir)
+      every process reads the stored vocabulary: a corpus that grew since the run
+      started (whose fingerprint, and so its freshly trained vocabulary, changed)
+      resumes with the run's own vocabulary, and its stream restores over the
+      grown corpus. The stored vocabulary must be the one `DataConfig` describes.
+  resumed run stored without one (workdirs of older versions)
+      every process builds it from the data as before; once the checkpoint has been
+      restored with it (proof that it is the run's), `store_if_missing` keeps it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import jax
+
+from memorizing_jax.checkpointing import fallback
+from memorizing_jax.train import inputs as inputs_lib
+from memorizing_jax.train import multihost
+
+if TYPE_CHECKING:
+  import seqio
+
+
+def _stored_vocab():
+  """`memorizing_jax.data.stored_vocab`, imported on first use (it imports seqio and
+  TensorFlow, which the trainer's import path leaves out)."""
+  from memorizing_jax.data import stored_vocab  # pylint: disable=g-import-not-at-top
+  return stored_vocab
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `<workdir>/checkpoints` holds a saved step (intact or not)."""
+  return bool(fallback.committed_steps(os.path.join(workdir, "checkpoints")))
+
+
+def vocabulary_for_run(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":
+  """The run's vocabulary, the same on every process (see the module docstring).
+
+  A collective on a fresh run: every process calls it.
+
+  Raises:
+    StoredVocabularyError: the stored vocabulary is damaged or is not the one `data`
+      describes.
+  """
+  if not has_checkpoint(workdir):
+    return _build_and_store(workdir, data)
+  stored_vocab = _stored_vocab()
+  stored = stored_vocab.load_stored_vocabulary(workdir)
+  if stored is None:
+    logging.info("workdir %s has a checkpoint but no stored vocabulary (an older run): "
+                 "building it from the data", workdir)
+    return inputs_lib.load_vocabulary(data)
+  vocabulary, description = stored
+  stored_vocab.check_fits_data_config(description, workdir, data.task, data.vocabulary,
+                                      data.vocabulary_size)
+  logging.info("resuming with the vocabulary stored in %s", stored_vocab.vocabulary_dir(workdir))
+  return vocabulary
+
+
+def _build_and_store(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":
+  """Process 0 builds the vocabulary from the data and stores it; then every process
+  reads the stored one."""
+  stored_vocab = _stored_vocab()
+  failure = None
+  if jax.process_index() == 0:
+    try:
+      stored_vocab.store_vocabulary(workdir, inputs_lib.load_vocabulary(data), data.task)
+    except Exception as e:  # pylint: disable=broad-except
+      failure = e  # the other processes must not wait for the files in vain
+  if multihost.any_process(failure is not None):  # also: the files are written
+    raise failure or RuntimeError(
+        "process 0 could not build and store the run's vocabulary (its log says why)")
+  vocabulary, _ = stored_vocab.load_stored_vocabulary(workdir)
+  return vocabulary
+
+
+def store_if_missing(workdir: str, vocabulary: "seqio.Vocabulary",
+                     data: inputs_lib.DataConfig) -> None:
+  """Process 0 stores `vocabulary` when the workdir has none (an older run, once its
+  checkpoint restored with it)."""
+  stored_vocab = _stored_vocab()
+  if jax.process_index() == 0 and not stored_vocab.has_stored_vocabulary(workdir):
+    stored_vocab.store_vocabulary(workdir, vocabulary, data.task)

@@ -1,0 +1,83 @@
+"""`mj.load(workdir)` reads the vocabulary stored with the run: a tiny SentencePiece run
+loads, and scores the same, without its corpus or the data cache."""
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+import memorizing_jax as mj
+from memorizing_jax.data.stored_vocab import StoredVocabularyError
+
+from conftest import TINY_GIN  # pylint: disable=g-bad-import-order
+
+TASK = "inference_sentencepiece_corpus"
+TEXT = "def alpha(x):\n  return x + 1\ny = alpha(alpha(y))\n"
+
+
+def _code_document(rng: random.Random, index: int) -> str:
+  names = ["".join(rng.choice("abcdefghij") for _ in range(5)) for _ in range(3)]
+  lines = [f"# {index}"] + [f"def {n}(x):\n  return x + {rng.randint(0, 99)}" for n in names]
+  return "\n".join(lines + [f"y = {names[0]}({names[1]}(y))"]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_run(tmp_path_factory):
+  """(workdir, corpus folder, data dir) of a 6-step run with a 400-piece SentencePiece
+  vocabulary trained on a folder corpus of 16 small documents."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from memorizing_jax import main  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("sentencepiece_run")
+  rng = random.Random(0)
+  for split, count in (("train", 16), ("validation", 2), ("test", 1)):
+    (root / "corpus" / split).mkdir(parents=True)
+    for i in range(count):
+      (root / "corpus" / split / f"doc_{i:02d}.py").write_text(_code_document(rng, i))
+  tasks.register_folder_task(TASK, "file", root=str(root / "corpus"))
+  gin_text = (TINY_GIN.replace("TASK = 'synthetic_recall'", f"TASK = '{TASK}'")
+              .replace("VOCAB_SIZE = 264", "VOCAB_SIZE = 400")
+              .replace("inputs.DataConfig.vocabulary = 'byte'",
+                       "inputs.DataConfig.vocabulary = 'sentencepiece'\n"
+                       f"inputs.DataConfig.data_dir = '{root / 'data_dir'}'"))
+  (root / "tiny.gin").write_text(gin_text)
+  try:
+    main.run_training(str(root / "run"), [str(root / "tiny.gin")], [])
+  finally:
+    gin.clear_config()
+  return root / "run", root / "corpus", root / "data_dir"
+
+
+def _assert_same_score(score, expected):
+  np.testing.assert_array_equal(score.tokens, expected.tokens)
+  np.testing.assert_array_equal(score.predictions, expected.predictions)
+  np.testing.assert_allclose(score.loss, expected.loss, rtol=1e-6)
+
+
+def test_load_needs_neither_the_corpus_nor_the_data_cache(sentencepiece_run, tmp_path):
+  workdir, corpus, data_dir = sentencepiece_run
+  before = mj.load(str(workdir)).score(TEXT)
+  assert before.tokens.size < len(TEXT)  # SentencePiece pieces, not bytes
+  # A workdir of an older run, without a stored vocabulary, loads as before (from the
+  # data cache) and scores the same.
+  older = tmp_path / "older_run"
+  shutil.copytree(workdir, older, ignore=shutil.ignore_patterns("vocabulary"))
+  _assert_same_score(mj.load(str(older)).score(TEXT), before)
+
+  shutil.rmtree(data_dir)
+  shutil.rmtree(corpus)
+  loaded = mj.load(str(workdir))
+  assert loaded.vocabulary.sentencepiece_model_file.startswith(str(workdir / "vocabulary"))
+  _assert_same_score(loaded.score(TEXT), before)
+
+
+def test_load_names_a_damaged_stored_vocabulary(sentencepiece_run, tmp_path):
+  workdir, _, _ = sentencepiece_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  folder = copy / "vocabulary"
+  model = folder / json.loads((folder / "vocabulary.json").read_text())["model_file"]
+  model.write_bytes(b"not a SentencePiece model")
+  with pytest.raises(StoredVocabularyError, match=r"\.model is damaged"):
+    mj.load(str(copy))
