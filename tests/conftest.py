@@ -1,5 +1,6 @@
 """Test-wide setup: 8 forced CPU devices, set before JAX is imported anywhere."""
 import os
+import sys
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -12,5 +13,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
 import jax  # noqa: E402  (must follow the XLA_FLAGS assignment)
+from etils.epath import gpath  # noqa: E402
+import fsspec  # noqa: E402
+from fsspec.implementations.dirfs import DirFileSystem  # noqa: E402
+from fsspec.implementations.local import LocalFileSystem  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
+
+
+@pytest.fixture
+def local_gcs(tmp_path, monkeypatch):
+  """`gs://` paths opened through etils.epath land in a local folder (returned).
+
+  A real filesystem behind the real etils/fsspec stack: fsspec's own local
+  filesystem, rooted at the folder, is registered for the gs/gcs protocols, and
+  etils is told to use fsspec rather than TensorFlow's gfile for them (gfile would
+  go to the network). Paths that bypass etils (orbax's TensorStore) are not covered.
+  """
+  root = tmp_path / "gcs"
+  root.mkdir()
+
+  class LocalBucket(DirFileSystem):
+    protocol = ("gs", "gcs")
+
+    def __init__(self, *args, **kwargs):
+      del args, kwargs  # e.g. etils' finalize_on_close
+      super().__init__(path=str(root), fs=LocalFileSystem())
+
+  previous = {p: fsspec.registry.get(p) for p in ("gs", "gcs")}
+  for protocol in previous:
+    fsspec.register_implementation(protocol, LocalBucket, clobber=True)
+  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  yield root
+  for protocol, implementation in previous.items():
+    sys.modules["fsspec.registry"]._registry.pop(protocol, None)  # pylint: disable=protected-access
+    if implementation is not None:
+      fsspec.register_implementation(protocol, implementation, clobber=True)

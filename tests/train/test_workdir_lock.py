@@ -170,3 +170,21 @@ def test_the_entry_point_reports_a_held_workdir_in_one_line(github_corpus, tmp_p
   err = capsys.readouterr().err
   assert err.startswith("error: ") and f"pid {os.getpid()}" in err and "Traceback" not in err
   assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # nothing else written
+
+
+def test_a_gs_workdir_is_locked_through_etils(local_gcs):
+  """The remote path (temporary object, rename, read back) on a gs:// stand-in."""
+  workdir = "gs://bucket/run"
+  first = WorkdirLock(workdir, stale_after_s=600)
+  first.acquire()
+  stored = json.loads((local_gcs / "bucket" / "run" / LOCK_NAME).read_text())
+  assert (stored["host"], stored["pid"]) == (socket.gethostname(), os.getpid())
+  with pytest.raises(WorkdirLockedError, match=rf"pid {os.getpid()}"):
+    WorkdirLock(workdir, stale_after_s=600).acquire()
+  first.release()
+  assert list((local_gcs / "bucket" / "run").iterdir()) == []
+  _write_lock(local_gcs / "bucket" / "run", "another-host", 1, heartbeat_age_s=700)
+  second = WorkdirLock(workdir, stale_after_s=600)
+  second.acquire()  # a stale lock of another host is taken over
+  assert json.loads((local_gcs / "bucket" / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
+  second.release()
