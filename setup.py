@@ -28,6 +28,8 @@ setuptools.setup(
         "sentencepiece>=0.2.0",
         "absl-py>=2.0",
         "etils[epath]>=1.7",
+        # tensorflow-datasets imports it on Python 3.9+ too but declares it only below 3.9.
+        "importlib_resources>=6.0",
         "numpy>=1.26",
         "tqdm>=4.66",
         "matplotlib>=3.8",

@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
 import jax  # noqa: E402  (must follow the XLA_FLAGS assignment)
+from etils.epath import backend as epath_backend  # noqa: E402
 from etils.epath import gpath  # noqa: E402
 import fsspec  # noqa: E402
 from fsspec.implementations.dirfs import DirFileSystem  # noqa: E402
@@ -30,7 +31,11 @@ def local_gcs(tmp_path, monkeypatch):
   filesystem, rooted at the folder, is registered for the gs/gcs protocols, and
   etils is told to use fsspec rather than TensorFlow's gfile for them (gfile would
   go to the network). Paths that bypass etils (orbax's TensorStore) are not covered.
+  etils keeps the filesystems it made: its cache is cleared, so that each test's
+  bucket is its own folder.
   """
+  backend = epath_backend._FileSystemSpecBackend  # pylint: disable=protected-access
+  forget_filesystems = backend._get_filesystem.cache_clear  # pylint: disable=protected-access
   root = tmp_path / "gcs"
   root.mkdir()
 
@@ -45,7 +50,9 @@ def local_gcs(tmp_path, monkeypatch):
   for protocol in previous:
     fsspec.register_implementation(protocol, LocalBucket, clobber=True)
   monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  forget_filesystems()
   yield root
+  forget_filesystems()
   for protocol, implementation in previous.items():
     sys.modules["fsspec.registry"]._registry.pop(protocol, None)  # pylint: disable=protected-access
     if implementation is not None:

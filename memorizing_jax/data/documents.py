@@ -1,6 +1,7 @@
-"""Plain documents read from local files: decoding, directory walks, joining files.
+"""Plain documents read from files: decoding, directory walks, joining files.
 
-Pure Python, no TensorFlow. The readers in `sources.py` build on these.
+Pure Python, no TensorFlow. The readers in `sources.py` build on these. Files and
+folders may be local or remote (`gs://...`, read through `etils.epath`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import logging
 import os
 import pathlib
 from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+from etils import epath
+
+from memorizing_jax.data.data_dir import is_remote
 
 REPLACEMENT_CHARACTER = "\ufffd"
 BINARY_NUL_SHARE = 0.001
@@ -122,7 +127,7 @@ def read_bytes_or_warn(path: os.PathLike, report: ReadReport) -> Optional[bytes]
   """The bytes of a file; None, with a warning and a count, when it cannot be read
   (a dangling symlink, a symlink loop, no permission, not a regular file)."""
   try:
-    return pathlib.Path(path).read_bytes()
+    return (epath.Path(path) if is_remote(path) else pathlib.Path(path)).read_bytes()
   except OSError as error:
     logging.warning("skipping unreadable file %s: %s", path, error.strerror or error)
     report.skipped_unreadable += 1
@@ -164,6 +169,25 @@ def _warn_unlisted(error: OSError) -> None:
                   error.strerror or error)
 
 
+def _without_scheme(path: os.PathLike) -> str:
+  """`gs://bucket/a` -> `bucket/a` (remote walks may name folders either way)."""
+  return os.fspath(path).split("://", 1)[-1].rstrip("/")
+
+
+def _walk(root: os.PathLike) -> Iterator[tuple[pathlib.PurePath, list[str], list[str]]]:
+  """Top-down walk of `root`: (folder relative to `root`, its subfolders (prune them in
+  place to skip them), its files). Local roots are walked with `os.walk`, so that
+  dangling symlinks and symlink loops are listed as files; remote ones with epath."""
+  if not is_remote(root):
+    root = pathlib.Path(root)
+    for directory, subdirs, files in os.walk(root, topdown=True, onerror=_warn_unlisted):
+      yield pathlib.Path(directory).relative_to(root), subdirs, files
+    return
+  top = pathlib.PurePosixPath(_without_scheme(root))
+  for directory, subdirs, files in epath.Path(os.fspath(root)).walk(on_error=_warn_unlisted):
+    yield pathlib.PurePosixPath(_without_scheme(directory)).relative_to(top), subdirs, files
+
+
 def walk_files(root: os.PathLike, suffixes: Optional[Sequence[str]] = None) -> list[str]:
   """Files under `root` in directory-walk order, as relative POSIX paths.
 
@@ -177,11 +201,9 @@ def walk_files(root: os.PathLike, suffixes: Optional[Sequence[str]] = None) -> l
     root: the directory to walk.
     suffixes: keep only files whose name ends with one of these (None keeps all).
   """
-  root = pathlib.Path(root)
   found = []
-  for directory, subdirs, files in os.walk(root, topdown=True, onerror=_warn_unlisted):
+  for rel, subdirs, files in _walk(root):
     subdirs[:] = sorted(d for d in subdirs if not is_skipped_name(d))
-    rel = pathlib.Path(directory).relative_to(root)
     for name in sorted(files):
       if is_skipped_name(name):
         continue

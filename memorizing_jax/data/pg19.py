@@ -12,20 +12,22 @@ with
   python -m memorizing_jax.data --task pg19 --prepare_pg19_from <copy> [--data_dir D]
 or `prepare_pg19(<copy>, data_dir)`. The prepared dataset lives in `<data_dir>/tfds`.
 (`gsutil -m cp -r gs://deepmind-gutenberg <copy>` makes such a copy where the
-network is available.) TFDS strips each book's surrounding whitespace.
+network is available.) TFDS strips each book's surrounding whitespace. The copy and
+the data dir may be remote (`gs://...`): TFDS reads and writes through epath.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import pathlib
 import sys
 from typing import Iterator, Optional
 
+from etils import epath
+
 from memorizing_jax.data import documents as documents_lib
 from memorizing_jax.data import sources
-from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
+from memorizing_jax.data.data_dir import PathLike, as_path, resolve_data_dir
 from memorizing_jax.data.documents import Document, ReadReport
 
 PG19_NAME = "pg19"
@@ -39,14 +41,15 @@ def _tfds():
   return tfds
 
 
-def tfds_data_dir(data_dir: Optional[PathLike] = None) -> pathlib.Path:
+def tfds_data_dir(data_dir: Optional[PathLike] = None) -> epath.Path:
   """Where TFDS datasets prepared here live: `<data_dir>/tfds`."""
   return resolve_data_dir(data_dir) / "tfds"
 
 
-def check_local_copy(local_copy: PathLike) -> pathlib.Path:
-  """Raises FileNotFoundError naming what is missing from a PG-19 copy; returns its path."""
-  root = pathlib.Path(local_copy).expanduser().absolute()
+def check_local_copy(local_copy: PathLike) -> epath.Path:
+  """Raises FileNotFoundError naming what is missing from a PG-19 copy (a local folder
+  or a remote one, e.g. gs://bucket/pg19); returns its path."""
+  root = as_path(local_copy)
   if not root.is_dir():
     raise FileNotFoundError(f"PG-19 copy not found: {root} is not a folder")
   expected = [root / "metadata.csv"] + [root / split for split in sources.SPLITS]
@@ -60,7 +63,7 @@ def check_local_copy(local_copy: PathLike) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def _builder_reading_from(local_copy: pathlib.Path):
+def _builder_reading_from(local_copy: epath.Path):
   """Points TFDS's pg19 builder module at `local_copy` instead of the bucket."""
   tfds = _tfds()
   module = sys.modules[tfds.builder_cls(PG19_NAME).__module__]
@@ -72,7 +75,7 @@ def _builder_reading_from(local_copy: pathlib.Path):
     module._DATA_DIR = original  # pylint: disable=protected-access
 
 
-def prepare_pg19(local_copy: PathLike, data_dir: Optional[PathLike] = None) -> pathlib.Path:
+def prepare_pg19(local_copy: PathLike, data_dir: Optional[PathLike] = None) -> epath.Path:
   """Builds TFDS `pg19` from a local copy of the bucket; returns the TFDS data dir."""
   root = check_local_copy(local_copy)
   tfds = _tfds()
@@ -91,7 +94,7 @@ class Pg19Reader:
     self.name = PG19_NAME
     self.splits = sources.SPLITS
 
-  def _info_file(self, data_dir: Optional[PathLike]) -> pathlib.Path:
+  def _info_file(self, data_dir: Optional[PathLike]) -> epath.Path:
     info = tfds_data_dir(data_dir) / PG19_NAME / PG19_VERSION / "dataset_info.json"
     if not info.is_file():
       raise FileNotFoundError(

@@ -26,8 +26,10 @@ import sys
 import sysconfig
 from typing import Iterator, Optional, Sequence
 
+from etils import epath
+
 from memorizing_jax.data import documents as documents_lib
-from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
+from memorizing_jax.data.data_dir import PathLike, as_path, is_remote, resolve_data_dir
 from memorizing_jax.data.documents import Document, ReadReport
 
 SPLITS = ("train", "validation", "test")
@@ -53,32 +55,48 @@ def check_split(split: str, splits: Sequence[str]) -> None:
     raise ValueError(f"unknown split {split!r}; expected one of {list(splits)}")
 
 
-def stat_fingerprint(root: pathlib.Path, relative_paths: Sequence[str], *extra: str) -> str:
+def _size_and_mtime(path: os.PathLike) -> str:
+  """"<size>\0<modification time>" of a file: in nanoseconds when local, in the
+  seconds a remote store reports otherwise."""
+  if is_remote(path):
+    stat = epath.Path(os.fspath(path)).stat()
+    return f"{stat.length}\0{stat.mtime}"
+  stat = os.stat(path)
+  return f"{stat.st_size}\0{stat.st_mtime_ns}"
+
+
+def stat_fingerprint(root: os.PathLike, relative_paths: Sequence[str], *extra: str) -> str:
   """A hash of the paths, sizes and modification times of files (no contents read).
 
   A file that cannot be stat'ed (a dangling symlink, a symlink loop) enters the hash
   by its path and error number: the reader skips it, and the hash changes once it
-  can be read.
+  can be read. `root` may be local or remote.
   """
   digest = hashlib.sha256()
   for part in extra:
     digest.update(part.encode("utf-8") + b"\0")
   for rel in relative_paths:
     try:
-      stat = (root / rel).stat()
-      described = f"{stat.st_size}\0{stat.st_mtime_ns}"
+      described = _size_and_mtime(root / rel)
     except OSError as error:
       described = f"unreadable {error.errno}"
     digest.update(f"{rel}\0{described}\0".encode("utf-8"))
   return digest.hexdigest()[:16]
 
 
-def _top_level_entries(root: pathlib.Path) -> list[str]:
-  return sorted(e for e in os.listdir(root) if not documents_lib.is_skipped_name(e))
+def _list_names(folder: os.PathLike) -> list[str]:
+  """The names of the entries of a local or remote folder."""
+  if is_remote(folder):
+    return [entry.name for entry in epath.Path(os.fspath(folder)).iterdir()]
+  return os.listdir(folder)
+
+
+def _top_level_entries(root: os.PathLike) -> list[str]:
+  return sorted(e for e in _list_names(root) if not documents_lib.is_skipped_name(e))
 
 
 class FolderReader:
-  """Documents from a local folder.
+  """Documents from a folder, local or remote (`gs://bucket/corpus`).
 
   Modes:
     "file": each file is a document, named by its path relative to the split folder.
@@ -95,6 +113,7 @@ class FolderReader:
   Binary and undecodable files are skipped unless `documents(...,
   keep_binary_files=True)`; unreadable entries (dangling symlinks, symlink loops,
   files without read permission) are skipped with a warning. See `ReadReport`.
+  (Symlinks are a local notion: a remote folder has none.)
 
   Where the folder is: `root` when given; else the environment variable
   `MEMORIZING_JAX_<NAME>_DIR` (e.g. MEMORIZING_JAX_GITHUB_DIR); else
@@ -107,7 +126,7 @@ class FolderReader:
       raise ValueError(f"unknown folder mode {mode!r}; expected one of {FOLDER_MODES}")
     self.name = name
     self.mode = mode
-    self.root = None if root is None else pathlib.Path(root).expanduser().absolute()
+    self.root = None if root is None else as_path(root)
     self.suffixes = None if suffixes is None else tuple(suffixes)
     self.splits = SPLITS
 
@@ -115,12 +134,12 @@ class FolderReader:
   def env_var(self) -> str:
     return f"MEMORIZING_JAX_{self.name.upper()}_DIR"
 
-  def folder(self, data_dir: Optional[PathLike] = None) -> pathlib.Path:
+  def folder(self, data_dir: Optional[PathLike] = None) -> epath.Path:
     """The corpus folder; raises FileNotFoundError naming it when it does not exist."""
     if self.root is not None:
       root, how = self.root, "the path given when the task was registered"
     elif os.environ.get(self.env_var):
-      root = pathlib.Path(os.environ[self.env_var]).expanduser().absolute()
+      root = as_path(os.environ[self.env_var])
       how = f"${self.env_var}"
     else:
       root = resolve_data_dir(data_dir) / "corpora" / self.name
@@ -132,7 +151,7 @@ class FolderReader:
           f"them (mode {self.mode!r}; see memorizing_jax/data/sources.py).")
     return root
 
-  def _split_root(self, split: str, data_dir: Optional[PathLike]) -> tuple[pathlib.Path, bool]:
+  def _split_root(self, split: str, data_dir: Optional[PathLike]) -> tuple[epath.Path, bool]:
     """(folder holding the split's documents, whether the split has its own folder)."""
     check_split(split, self.splits)
     root = self.folder(data_dir)
@@ -146,7 +165,7 @@ class FolderReader:
     return root, False
 
   def _entries(self, split: str, data_dir: Optional[PathLike]
-               ) -> tuple[pathlib.Path, list[tuple[str, list[str]]]]:
+               ) -> tuple[epath.Path, list[tuple[str, list[str]]]]:
     """(split root, [(document name, [relative file paths in reading order])])."""
     root, has_split_folders = self._split_root(split, data_dir)
     entries = []
@@ -186,7 +205,7 @@ class FolderReader:
     return stat_fingerprint(root, files, str(root), self.mode, names)
 
 
-def _read_order_file(directory: pathlib.Path) -> list[str]:
+def _read_order_file(directory: epath.Path) -> list[str]:
   """The relative paths listed in `directory/ORDER`, checked to exist."""
   order_path = directory / ORDER_FILE
   if not order_path.is_file():

@@ -17,7 +17,9 @@ the data cache. Layout:
 The model's name carries a digest of its bytes because seqio caches loaded models
 by path: a fresh run that replaces the vocabulary must not get the old model back.
 `vocabulary.json` is written last, so a folder without it holds no vocabulary.
-Paths go through `etils.epath`, so a gs:// workdir works.
+Paths go through `etils.epath`, so a gs:// workdir works; a model there is read
+from a local copy (`vocab.load_sentencepiece`), since SentencePiece reads only local
+files.
 """
 from __future__ import annotations
 
@@ -147,7 +149,7 @@ def load_stored_vocabulary(workdir: str) -> Optional[Tuple[seqio.Vocabulary, dic
     raise StoredVocabularyError(
         f"the run's SentencePiece model {path} is damaged (its bytes differ from the "
         f"digest in {DESCRIPTION_FILE}); {_FIX}")
-  return seqio.SentencePieceVocabulary(os.fspath(path)), description
+  return vocab_lib.load_sentencepiece(path), description
 
 
 def check_fits_data_config(description: dict, workdir: str, task: str, kind: str,

@@ -111,7 +111,8 @@ def register_task(name: str, reader) -> seqio.Task:
 def register_folder_task(name: str, mode: str, root: Optional[PathLike] = None,
                          suffixes: Optional[Sequence[str]] = None,
                          min_tokens: int = 0) -> seqio.Task:
-  """Registers a task over a local folder of documents (see `sources.FolderReader`).
+  """Registers a task over a folder of documents, local or remote (`gs://...`; see
+  `sources.FolderReader`).
 
   Args:
     name: the task name.

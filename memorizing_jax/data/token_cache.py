@@ -12,26 +12,35 @@ The stream memory-maps `tokens.bin`, so building a batch is a few array slices. 
 cache is written to a temporary folder and renamed into place, so a crashed or
 concurrent build never leaves a half-written cache behind. Document ids are
 positions in this cache; they are stable as long as the key is.
+
+A remote data dir (`gs://...`) holds the same files: the cache is built in its
+local copy (`data_dir.local_copy_path`) and uploaded, `meta.json` last; a host that
+finds it remote downloads it once into its local copy, which it memory-maps.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from etils import epath
 import numpy as np
 import seqio
 import tqdm
 
+from memorizing_jax.data import data_dir as data_dir_lib
 from memorizing_jax.data import vocab as vocab_lib
 from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
 from memorizing_jax.data.documents import ReadReport
 
 _FORMAT_VERSION = 3  # 3: binary files skipped, skip counts in the report
+# The files of a cache, in the order they are uploaded: meta.json, last, marks it whole.
+CACHE_FILES = ("tokens.bin", "offsets.npy", "names.json", "meta.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +54,14 @@ class TokenCache:
     meta: task, split, key (where the cache is, from file stats), content_hash (of
       the names and tokens: equal on every host that has the same documents),
       vocabulary fingerprint, report counts.
-    path: the cache folder.
+    path: the cache folder (remote for a remote data dir; `tokens` then maps its
+      local copy).
   """
   tokens: np.ndarray
   offsets: np.ndarray
   names: list[str]
   meta: dict[str, Any]
-  path: pathlib.Path
+  path: os.PathLike  # pathlib.Path, or epath.Path when remote
 
   @property
   def num_documents(self) -> int:
@@ -146,15 +156,27 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
   key = cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens,
                   keep_binary_files)
   path = resolve_data_dir(data_dir) / "tokens" / task / f"{split}-{key}"
-  if (path / "meta.json").is_file():
-    return _load(path)
+  build = functools.partial(
+      _build, task=task, split=split, key=key, reader=reader, vocabulary=vocabulary,
+      vocabulary_fp=vocabulary_fp, min_tokens=min_tokens, data_dir=data_dir,
+      progress=progress, keep_binary_files=keep_binary_files)
+  if not data_dir_lib.is_remote(path):
+    local = pathlib.Path(path)
+    if not (local / "meta.json").is_file():
+      _build_in_place(local, build)
+    return _load(local)
+  if not (path / "meta.json").is_file():
+    _build_and_upload(path, build)
+  return dataclasses.replace(_load(_downloaded(path)), path=path)
 
+
+def _build_in_place(path: pathlib.Path, build: Callable[[pathlib.Path], None]) -> None:
+  """Builds the local cache folder `path` in a temporary folder renamed into place."""
   tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
   try:
-    _build(tmp, task, split, key, reader, vocabulary, vocabulary_fp, min_tokens, data_dir,
-           progress, keep_binary_files)
+    build(tmp)
     os.rename(tmp, path)
   except OSError:
     if not (path / "meta.json").is_file():
@@ -162,10 +184,34 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
     # Another process finished the same cache first; theirs is identical.
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  return _load(path)
 
 
-def _build(folder: pathlib.Path, task: str, split: str, key: str, reader,
+def _build_and_upload(remote: epath.Path, build: Callable[[pathlib.Path], None]) -> None:
+  """Builds the remote cache folder in its local copy, then uploads it (`meta.json`
+  last: a concurrent builder's files are identical)."""
+  local = data_dir_lib.local_copy_path(remote)
+  if not (local / "meta.json").is_file():
+    _build_in_place(local, build)
+  remote.mkdir(parents=True, exist_ok=True)
+  for name in CACHE_FILES:
+    data_dir_lib.copy_file(local / name, remote / name)
+
+
+def _downloaded(remote: epath.Path) -> pathlib.Path:
+  """The local copy of the remote cache folder, downloaded whole on first use."""
+  local = data_dir_lib.local_copy_path(remote)
+  if (local / "meta.json").is_file():
+    return local
+
+  def download(folder: pathlib.Path) -> None:
+    for name in CACHE_FILES:
+      data_dir_lib.copy_file(remote / name, folder / name)
+
+  _build_in_place(local, download)
+  return local
+
+
+def _build(folder: pathlib.Path, *, task: str, split: str, key: str, reader,
            vocabulary: seqio.Vocabulary, vocabulary_fp: str, min_tokens: int,
            data_dir: Optional[PathLike], progress: bool, keep_binary_files: bool) -> None:
   """Tokenises the split's documents into the cache files under `folder`."""

@@ -2,8 +2,9 @@
 
 `get_vocabulary(task, kind="sentencepiece", size=...)` trains a SentencePiece model on
 a sample of the task's training split the first time and caches it under
-`<data_dir>/vocab/<task>/`, keyed by everything that shapes it (task, size, sample
-size, sample seed, the source's fingerprint, the trainer options). The options keep
+`<data_dir>/vocab/<task>/` (local or remote: see `load_sentencepiece`), keyed by
+everything that shapes it (task, size, sample size, sample seed, the source's
+fingerprint, the trainer options). The options keep
 text exactly: identity normalisation, no whitespace folding, no dummy prefix,
 newline and tab as pieces of their own, whitespace-only pieces allowed, and byte
 fallback for any character outside the vocabulary, so code and LaTeX round-trip.
@@ -19,7 +20,6 @@ import io
 import json
 import logging
 import os
-import pathlib
 from typing import Iterable, Iterator, Optional
 
 from etils import epath
@@ -27,6 +27,7 @@ import numpy as np
 import seqio
 import sentencepiece as spm
 
+from memorizing_jax.data import data_dir as data_dir_lib
 from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
 
 VOCAB_KINDS = ("sentencepiece", "byte")
@@ -110,15 +111,29 @@ def train_sentencepiece(lines: Iterable[str], size: int) -> bytes:
   return model.getvalue()
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+def _write_atomically(path: epath.Path, data: bytes) -> None:
+  """Writes `path` (local or remote) whole or not at all: a temporary file, renamed."""
   tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
   tmp.write_bytes(data)
-  os.replace(tmp, path)
+  tmp.replace(path)
+
+
+def load_sentencepiece(model_path: PathLike) -> seqio.SentencePieceVocabulary:
+  """The SentencePiece vocabulary of the model file `model_path` (local or remote).
+
+  seqio reads models through `tf.io.gfile`, and SentencePiece only from local
+  files: a remote model is read from a local copy (`data_dir.local_file`), with its
+  JSON sidecar beside it, so `sentencepiece_metadata` finds it there.
+  """
+  sidecar = _sidecar(model_path)
+  if data_dir_lib.is_remote(model_path) and sidecar.is_file():
+    data_dir_lib.local_file(sidecar)
+  return seqio.SentencePieceVocabulary(os.fspath(data_dir_lib.local_file(model_path)))
 
 
 def sentencepiece_model_path(task: str, size: int, sample_bytes: int, seed: int,
                              source_fingerprint: str, data_dir: Optional[PathLike] = None
-                             ) -> tuple[pathlib.Path, dict]:
+                             ) -> tuple[epath.Path, dict]:
   """(model path, sidecar metadata) of the cached model for these inputs."""
   meta = dict(task=task, size=size, sample_bytes=sample_bytes, seed=seed,
               source_fingerprint=source_fingerprint, recipe_version=_RECIPE_VERSION,
@@ -184,7 +199,7 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(_sidecar(path), json.dumps(meta, indent=1).encode())
     _write_atomically(path, model)
-  return seqio.SentencePieceVocabulary(str(path))
+  return load_sentencepiece(path)
 
 
 def vocabulary_fingerprint(vocabulary: seqio.Vocabulary) -> str:

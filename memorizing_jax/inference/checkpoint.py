@@ -5,6 +5,7 @@ Only the parameters are read (not the optimizer state nor the training
 a mesh. Where the run was trained (its mesh, its number of hosts) does not matter.
 Finding the steps, comparing trees, checking digests and falling back past a
 damaged checkpoint are training's own (`memorizing_jax/checkpointing`).
+A workdir may be local or remote (`gs://...`): paths go through `etils.epath`.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import json
 import os
 from typing import Any, List, Optional, Tuple
 
+from etils import epath
 import jax
 
 from memorizing_jax.checkpointing import fallback, trees
+from memorizing_jax.data.data_dir import absolute_location
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import  # (for callers)
 
 
@@ -25,9 +28,9 @@ class NoCheckpointError(FileNotFoundError):
 
 def checkpoint_dir(workdir: str) -> str:
   """`<workdir>/checkpoints` (or `workdir` itself when it is that folder)."""
-  workdir = os.path.abspath(os.fspath(workdir))
+  workdir = absolute_location(workdir)
   nested = os.path.join(workdir, "checkpoints")
-  return nested if os.path.isdir(nested) else workdir
+  return nested if epath.Path(nested).is_dir() else workdir
 
 
 def checkpoint_steps(workdir: str) -> List[int]:
@@ -44,7 +47,7 @@ def resolve_step(workdir: str, step: Optional[int] = None) -> Tuple[str, int]:
   steps = checkpoint_steps(workdir)
   if not steps:
     raise NoCheckpointError(
-        f"no checkpoint in {os.path.abspath(os.fspath(workdir))}: train a run there first, "
+        f"no checkpoint in {absolute_location(workdir)}: train a run there first, "
         "e.g. `make train` or python -m memorizing_jax.main --gin_file=gin/quickstart.gin "
         f"--workdir={workdir}")
   if step is None:
@@ -57,15 +60,13 @@ def resolve_step(workdir: str, step: Optional[int] = None) -> Tuple[str, int]:
 
 def operative_gin(directory: str, step: int) -> str:
   """The gin config stored with the checkpoint (else the workdir's config.gin)."""
-  stored = os.path.join(directory, str(step), "config", "metadata")
-  if os.path.isfile(stored):
-    with open(stored) as f:
-      return json.load(f)["gin"]
+  stored = epath.Path(directory) / str(step) / "config" / "metadata"
+  if stored.is_file():
+    return json.loads(stored.read_text())["gin"]
   for candidate in (os.path.join(directory, "config.gin"),
                     os.path.join(os.path.dirname(directory), "config.gin")):
-    if os.path.isfile(candidate):
-      with open(candidate) as f:
-        return f.read()
+    if epath.Path(candidate).is_file():
+      return epath.Path(candidate).read_text()
   raise NoCheckpointError(f"the checkpoint {directory}/{step} has no stored gin config and "
                           "no config.gin lies beside it: the run's configuration is unknown")
 

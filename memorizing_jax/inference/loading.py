@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from memorizing_jax.data.data_dir import absolute_location
 from memorizing_jax.inference import checkpoint, run_config
 from memorizing_jax.inference.loaded_model import LoadedModel
 from memorizing_jax.model import partitioning
@@ -54,7 +55,7 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
                                            older_if_damaged=requested_step is None)
   vocabulary = run_vocabulary(os.path.dirname(directory), data_config, model_config)
   return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
-                     workdir=os.path.abspath(os.fspath(workdir)), data_config=data_config)
+                     workdir=absolute_location(workdir), data_config=data_config)
 
 
 def run_vocabulary(workdir: str, data_config, model_config: ModelConfig):

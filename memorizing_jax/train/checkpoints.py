@@ -29,19 +29,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from memorizing_jax.checkpointing import fallback
+from memorizing_jax.data.data_dir import absolute_location, is_remote
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import
 from memorizing_jax.checkpointing.trees import CheckpointMismatchError  # pylint: disable=unused-import
 from memorizing_jax.checkpointing.trees import flatten_with_names, leaf_name, tree_differences
 from memorizing_jax.train.train_state import TrainState
-
-
-def is_remote(path: str) -> bool:
-  """gs://bucket/... and other URLs (not a local path)."""
-  return "://" in str(path)
-
-
-def absolute(path: str) -> str:
-  return str(path) if is_remote(path) else os.path.abspath(path)
 
 
 def check_workdir_writable(workdir: str, needed_bytes: int) -> None:
@@ -119,7 +111,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, keep: int = 3, asynchronous: bool = True):
-    self.directory = absolute(directory)
+    self.directory = absolute_location(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                            enable_async_checkpointing=asynchronous,
                                            create=True)
@@ -252,7 +244,7 @@ class Checkpointer:
 
 def _resolve_checkpoint(path: str) -> Tuple[str, int]:
   """`<dir>/<step>` or a folder of steps (a run's `checkpoints/` or its workdir)."""
-  root_path = epath.Path(absolute(path))
+  root_path = epath.Path(absolute_location(path))
   if root_path.name.isdigit() and (root_path / "state").is_dir():
     return str(root_path.parent), int(root_path.name)
   for root in (root_path, root_path / "checkpoints"):
