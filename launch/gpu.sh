@@ -18,7 +18,8 @@ options:
   --dry-run          print the command and its environment, run nothing
   -h, --help         this message
 
-JAX must be installed with CUDA support: pip install -U "jax[cuda12]"
+JAX must be installed with CUDA support: pip install -e '.[gpu]' (jax[cuda13];
+jax[cuda12] for drivers older than CUDA 13)
 
 example:
   launch/gpu.sh --gpus 0,1 --gin_file=gin/experiments/table4_512_xl_mem8k.gin \
