@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from memorizing_jax import main
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import inputs, loop, optimizer, partitioner
 
@@ -144,3 +145,12 @@ def github_corpus(corpus, monkeypatch, tmp_path_factory):
   # Subprocesses share the session's compilation cache.
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def run_entry_point(argv: list) -> int:
+  """`memorizing_jax.main.main` with `argv` parsed as command-line flags; its exit status."""
+  main.FLAGS(["main"] + argv)
+  try:
+    return main.main(["main"])
+  finally:
+    main.FLAGS.unparse_flags()

@@ -9,6 +9,8 @@ from memorizing_jax import main
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import inputs, loop, optimizer, partitioner
 
+from conftest import run_entry_point  # pylint: disable=g-bad-import-order
+
 GIN_ROOT = pathlib.Path(main.__file__).resolve().parent.parent / "gin"
 ALL_GIN = sorted(str(p.relative_to(GIN_ROOT)) for p in GIN_ROOT.rglob("*.gin"))
 # Files that are complete runs with a data file (the others are layers on train.gin).
@@ -139,30 +141,17 @@ def test_fine_tuning_experiment_asks_for_the_pretrained_run():
 
 def test_command_line_reports_bad_input_as_one_message(tmp_path, capsys):
   """The entry point exits 1 with the message (no traceback) for a misspelt binding."""
-  argv = ["main", "--gin_file=gin/quickstart.gin",
-          "--gin_param=loop.TrainerConfig.total_stepz = 3", f"--workdir={tmp_path}"]
-  main.FLAGS(argv)
-  try:
-    assert main.main(argv[:1]) == 1
-  finally:
-    main.FLAGS.unparse_flags()
+  assert run_entry_point(["--gin_file=gin/quickstart.gin",
+                          "--gin_param=loop.TrainerConfig.total_stepz = 3",
+                          f"--workdir={tmp_path}"]) == 1
   err = capsys.readouterr().err
   assert "error: gin configuration error" in err and "Did you mean: total_steps" in err
   assert "Traceback" not in err
   assert not (tmp_path / "checkpoints").exists()
 
 
-def _run_main(argv):
-  """main.main on `argv` (flags parsed as on the command line); its exit status."""
-  main.FLAGS(["main"] + argv)
-  try:
-    return main.main(["main"])
-  finally:
-    main.FLAGS.unparse_flags()
-
-
 def test_print_config_prints_the_operative_config_without_training(capsys):
-  status = _run_main(["--gin_file=gin/quickstart.gin",
+  status = run_entry_point(["--gin_file=gin/quickstart.gin",
                       "--gin_param=loop.TrainerConfig.total_steps = 7", "--print_config"])
   out = capsys.readouterr().out
   assert status == 0
@@ -173,7 +162,7 @@ def test_print_config_prints_the_operative_config_without_training(capsys):
 
 
 def test_print_config_validates_the_configs_as_the_trainer_does(capsys):
-  status = _run_main(["--gin_file=gin/quickstart.gin", "--print_config",
+  status = run_entry_point(["--gin_file=gin/quickstart.gin", "--print_config",
                       "--gin_param=partitioner.MeshConfig.data = 0"])
   captured = capsys.readouterr()
   assert status == 1 and captured.out == ""
@@ -186,7 +175,7 @@ def test_t5x_flag_spellings_are_accepted(tmp_path, capsys):
   (tmp_path / "b").mkdir()
   (tmp_path / "b" / "mine.gin").write_text(
       "include 'quickstart.gin'\nloop.TrainerConfig.total_steps = 3\n")
-  status = _run_main([f"--gin_search_paths={tmp_path / 'a'},{tmp_path / 'b'}",
+  status = run_entry_point([f"--gin_search_paths={tmp_path / 'a'},{tmp_path / 'b'}",
                       "--gin_file=mine.gin", "--gin_bindings=loop.TrainerConfig.log_every = 5",
                       "--gin_param=BATCH_SIZE = 4", "--print_config"])
   out = capsys.readouterr().out
@@ -226,7 +215,7 @@ def test_wrong_type_through_a_macro_and_an_optional_field():
 
 
 def test_command_line_reports_a_wrong_type_as_one_message(tmp_path, capsys):
-  status = _run_main(["--gin_file=gin/quickstart.gin", f"--workdir={tmp_path}",
+  status = run_entry_point(["--gin_file=gin/quickstart.gin", f"--workdir={tmp_path}",
                       "--gin_bindings=inputs.DataConfig.batch_size = 'x'"])
   err = capsys.readouterr().err
   assert status == 1 and "Traceback" not in err

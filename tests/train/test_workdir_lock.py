@@ -10,12 +10,11 @@ import time
 
 import pytest
 
-from memorizing_jax import main
 from memorizing_jax.train import loop
 from memorizing_jax.train.workdir_lock import LOCK_NAME, LockHolder, WorkdirLock, \
     WorkdirLockedError
 
-from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from conftest import entry_point_bindings, run_entry_point  # pylint: disable=g-bad-import-order
 
 
 def _write_lock(workdir, host, pid, heartbeat_age_s):
@@ -159,14 +158,9 @@ def test_train_refuses_a_workdir_held_by_a_live_run_and_changes_nothing(tiny, tm
 
 def test_the_entry_point_reports_a_held_workdir_in_one_line(github_corpus, tmp_path, capsys):
   _write_lock(tmp_path, socket.gethostname(), os.getpid(), heartbeat_age_s=0)  # a live run
-  argv = ["main", "--gin_file=train.gin", f"--workdir={tmp_path}",
-          *[f"--gin_param={b}" for b in entry_point_bindings(1, 1, eval_batches=1,
-                                                              keep_checkpoints=1)]]
-  main.FLAGS(argv)
-  try:
-    assert main.main(argv[:1]) == 1
-  finally:
-    main.FLAGS.unparse_flags()
+  bindings = entry_point_bindings(1, 1, eval_batches=1, keep_checkpoints=1)
+  assert run_entry_point(["--gin_file=train.gin", f"--workdir={tmp_path}",
+                          *[f"--gin_param={b}" for b in bindings]]) == 1
   err = capsys.readouterr().err
   assert err.startswith("error: ") and f"pid {os.getpid()}" in err and "Traceback" not in err
   assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # nothing else written
