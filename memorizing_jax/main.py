@@ -40,6 +40,7 @@ from typing import List, Optional, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import gin
 
 # TensorFlow comes in through the data pipeline and the metric writers only: keep its
 # C++ logging quiet (set before it is imported).
@@ -117,7 +118,6 @@ def _did_you_mean(word: str, candidates: Sequence[str], otherwise: str = "") -> 
 
 def _suggestion(message: str) -> str:
   """A 'did you mean' for a misspelt configurable or parameter in a gin error."""
-  import gin  # pylint: disable=g-import-not-at-top
   registry = gin.config._REGISTRY  # pylint: disable=protected-access
   match = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", message)
   if match:
@@ -143,7 +143,6 @@ def _macro_hint(name: str) -> str:
 
 def _macro_value(value):
   """`value` with macro references (%NAME) replaced by the macros' values."""
-  import gin  # pylint: disable=g-import-not-at-top
   if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
     bound = gin.config._CONFIG.get(value.config_key, {})  # pylint: disable=protected-access
     return _macro_value(bound["value"]) if "value" in bound else value
@@ -155,7 +154,6 @@ def _macro_value(value):
 def check_macros_are_used(params: Sequence[str]) -> None:
   """A macro set by a binding must be one that the gin files refer to (%NAME):
   otherwise it is misspelt and would silently change nothing."""
-  import gin  # pylint: disable=g-import-not-at-top
   used = sorted({ref.scopes[-1] for ref in gin.config.iterate_references(
       gin.config._CONFIG) if ref.selector == "gin.macro"})  # pylint: disable=protected-access
   for param in params:
@@ -169,7 +167,6 @@ def check_macros_are_used(params: Sequence[str]) -> None:
 def _fits(value, annotation) -> bool:
   """Whether `value` fits a dataclass field's type; values this cannot judge
   (configurable references, unusual annotations) fit."""
-  import gin  # pylint: disable=g-import-not-at-top
   origin, args = typing.get_origin(annotation), typing.get_args(annotation)
   if isinstance(value, gin.config.ConfigurableReference) or annotation is typing.Any:
     return True
@@ -195,7 +192,6 @@ def _fits(value, annotation) -> bool:
 def check_field_types() -> None:
   """Every value bound to a dataclass field must have the field's annotated type
   (macros resolved), so that a string for a number is named as such."""
-  import gin  # pylint: disable=g-import-not-at-top
   for (scope, selector), bindings in gin.config._CONFIG.items():  # pylint: disable=protected-access
     cls = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
     if cls is None or not dataclasses.is_dataclass(cls.wrapped):
@@ -215,7 +211,6 @@ def check_field_types() -> None:
 
 def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequence[str]) -> None:
   """Parses the gin files then the bindings, with errors that name the problem."""
-  import gin  # pylint: disable=g-import-not-at-top
   # Our folders go before gin's own '' (the current directory): for an include that is
   # not under the current directory gin next tries it as a Python package path, which
   # crashes when a folder of that name (say data/ or memory/) is a namespace package.
@@ -242,7 +237,6 @@ def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequenc
 def build_train_arguments() -> dict:
   """The arguments gin gives `loop.train` besides workdir and gin_config: the configs,
   each validated as it is built (unbound ones keep `loop.train`'s defaults)."""
-  import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
   try:
     gin.get_configurable(loop.train)
@@ -270,7 +264,6 @@ def load_run_config(files: Sequence[str], params: Sequence[str],
 def run_training(workdir: str, files: Sequence[str], params: Sequence[str],
                  extra_search_paths: Sequence[str] = ()):
   """Parses the gin config and trains; returns the loop's `TrainResult`."""
-  import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
   arguments = load_run_config(files, params, extra_search_paths)
   return loop.train(workdir=workdir, gin_config=gin.config_str(), **arguments)
@@ -279,7 +272,6 @@ def run_training(workdir: str, files: Sequence[str], params: Sequence[str],
 def operative_config(files: Sequence[str], params: Sequence[str],
                      extra_search_paths: Sequence[str] = ()) -> str:
   """What a run's config.gin would hold, after the configs were built and validated."""
-  import gin  # pylint: disable=g-import-not-at-top
   load_run_config(files, params, extra_search_paths)
   return gin.config_str()
 
