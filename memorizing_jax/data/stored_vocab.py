@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Optional, Tuple
 
@@ -187,11 +188,12 @@ def check_fits_model(vocabulary: seqio.Vocabulary, model_vocab_size: int, workdi
 
 
 def run_vocabulary(workdir: str, task: str, kind: str, size: int, *,
-                   data_dir: Optional[str] = None, text_feature: str = "text"
-                   ) -> seqio.Vocabulary:
+                   data_dir: Optional[str] = None, text_feature: str = "text",
+                   model_vocab_size: Optional[int] = None) -> seqio.Vocabulary:
   """The vocabulary of the run in `workdir`: the stored one, checked against the
-  run's data settings; for a run stored without one (older runs), the task's
-  vocabulary from the data (`vocab.get_vocabulary`) as the run built it.
+  run's data settings (and, given `model_vocab_size`, against the model's
+  embedding); for a run stored without one (older runs), the task's vocabulary from
+  the data (`vocab.get_vocabulary`) as the run built it.
 
   Raises:
     StoredVocabularyError: the stored vocabulary is damaged or is not the one the
@@ -199,8 +201,13 @@ def run_vocabulary(workdir: str, task: str, kind: str, size: int, *,
   """
   stored = load_stored_vocabulary(workdir)
   if stored is None:
+    logging.info("%s holds no stored vocabulary (a run of an older version): building "
+                 "it from the data", workdir)
     return vocab_lib.get_vocabulary(task, kind=kind, size=size, data_dir=data_dir,
                                     text_feature=text_feature)
   vocabulary, description = stored
   check_fits_data_config(description, workdir, task, kind, size)
+  if model_vocab_size is not None:
+    check_fits_model(vocabulary, model_vocab_size, workdir)
+  logging.info("using the vocabulary stored in %s", vocabulary_dir(workdir))
   return vocabulary

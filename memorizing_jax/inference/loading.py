@@ -12,7 +12,6 @@ from memorizing_jax.data.data_dir import absolute_location
 from memorizing_jax.inference import checkpoint, run_config
 from memorizing_jax.inference.loaded_model import LoadedModel
 from memorizing_jax.model import partitioning
-from memorizing_jax.model.config import ModelConfig
 
 
 def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) -> LoadedModel:
@@ -53,19 +52,12 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   # a step asked for by name is that step or an error.
   step, params = checkpoint.restore_params(directory, step, abstract,
                                            older_if_damaged=requested_step is None)
-  vocabulary = run_vocabulary(os.path.dirname(directory), data_config, model_config)
-  return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
-                     workdir=absolute_location(workdir), data_config=data_config)
-
-
-def run_vocabulary(workdir: str, data_config, model_config: ModelConfig):
-  """The vocabulary of the run in `workdir` (the folder above its `checkpoints/`); a
-  stored one is checked against the run's `DataConfig` and the model's `vocab_size`."""
   # Imported here: it imports seqio and TensorFlow, which `import mj` leaves out.
   from memorizing_jax.data import stored_vocab  # pylint: disable=g-import-not-at-top
   vocabulary = stored_vocab.run_vocabulary(
-      workdir, data_config.task, data_config.vocabulary, data_config.vocabulary_size,
-      data_dir=data_config.data_dir, text_feature=data_config.text_feature)
-  if stored_vocab.has_stored_vocabulary(workdir):
-    stored_vocab.check_fits_model(vocabulary, model_config.vocab_size, workdir)
-  return vocabulary
+      os.path.dirname(directory), data_config.task, data_config.vocabulary,
+      data_config.vocabulary_size, data_dir=data_config.data_dir,
+      text_feature=data_config.text_feature, model_vocab_size=model_config.vocab_size)
+  return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
+                     workdir=absolute_location(workdir), data_config=data_config)
+

@@ -42,7 +42,6 @@ from memorizing_jax.train import train_state as train_state_lib
 from memorizing_jax.train import workdir_lock
 from memorizing_jax.train.loss_guard import LossAboveCeilingError, NonFiniteLossError
 from memorizing_jax.train.partitioner import MeshConfig, Partitioner
-from memorizing_jax.train.workdir_lock import WorkdirLockedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +300,7 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   run = build_run(model, data, optimizer, mesh, trainer)
   checkpoints_lib.check_workdir_writable(
       workdir, 2 * checkpoints_lib.checkpoint_bytes(run.layout.abstract))
-  lock = lock_workdir(workdir, trainer.lock_stale_after_s)
+  lock = workdir_lock.lock_workdir(workdir, trainer.lock_stale_after_s)
   try:
     # Stored with the run (fresh) or read back from it (resumed): train/run_vocabulary.py.
     vocabulary = run_vocabulary.vocabulary_for_run(workdir, data)
@@ -311,25 +310,6 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   finally:
     if lock is not None:
       lock.release()
-
-
-def lock_workdir(workdir: str, stale_after_s: float) -> Optional[workdir_lock.WorkdirLock]:
-  """Process 0 takes the workdir's lock (returned; None on the other processes).
-
-  Raises:
-    WorkdirLockedError: on every process, when another live run holds the workdir.
-  """
-  lock, refused = None, None
-  if jax.process_index() == 0:
-    lock = workdir_lock.WorkdirLock(workdir, stale_after_s)
-    try:
-      lock.hold()
-    except Exception as e:  # pylint: disable=broad-except
-      refused = e  # the other processes must not wait for process 0 in vain
-  if multihost.any_process(refused is not None):  # all processes stop together
-    raise refused or WorkdirLockedError(
-        f"workdir {workdir} is in use by another training run (process 0's log names it)")
-  return lock
 
 
 def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: TrainerConfig,

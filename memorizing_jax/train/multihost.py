@@ -22,7 +22,9 @@ import os
 import socket
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
 
 MODES = ("auto", "on", "off")
 
@@ -193,3 +195,22 @@ def any_process(flag: bool) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
   return bool(np.asarray(flags).any())
+
+
+def on_process_zero(fn: Callable[[], T], failed_elsewhere: Exception) -> Optional[T]:
+  """Runs `fn` on process 0 only; its result there, None on the other processes.
+
+  A collective (all processes call it): when `fn` raised on process 0, every process
+  raises together, process 0 its own error and the others `failed_elsewhere`, so no
+  process waits for process 0 in vain.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  result, failure = None, None
+  if jax.process_index() == 0:
+    try:
+      result = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      failure = e
+  if any_process(failure is not None):
+    raise failure or failed_elsewhere
+  return result

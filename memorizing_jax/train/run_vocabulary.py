@@ -19,7 +19,6 @@
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -56,32 +55,21 @@ def vocabulary_for_run(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Voca
   """
   if not has_checkpoint(workdir):
     return _build_and_store(workdir, data)
-  stored_vocab = _stored_vocab()
-  stored = stored_vocab.load_stored_vocabulary(workdir)
-  if stored is None:
-    logging.info("workdir %s has a checkpoint but no stored vocabulary (an older run): "
-                 "building it from the data", workdir)
-    return inputs_lib.load_vocabulary(data)
-  vocabulary, description = stored
-  stored_vocab.check_fits_data_config(description, workdir, data.task, data.vocabulary,
-                                      data.vocabulary_size)
-  logging.info("resuming with the vocabulary stored in %s", stored_vocab.vocabulary_dir(workdir))
-  return vocabulary
+  return _stored_vocab().run_vocabulary(
+      workdir, data.task, data.vocabulary, data.vocabulary_size, data_dir=data.data_dir,
+      text_feature=data.text_feature)
 
 
 def _build_and_store(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":
   """Process 0 builds the vocabulary from the data and stores it; then every process
   reads the stored one."""
   stored_vocab = _stored_vocab()
-  failure = None
-  if jax.process_index() == 0:
-    try:
-      stored_vocab.store_vocabulary(workdir, inputs_lib.load_vocabulary(data), data.task)
-    except Exception as e:  # pylint: disable=broad-except
-      failure = e  # the other processes must not wait for the files in vain
-  if multihost.any_process(failure is not None):  # also: the files are written
-    raise failure or RuntimeError(
-        "process 0 could not build and store the run's vocabulary (its log says why)")
+  # The collective also tells the other processes that the files are written.
+  multihost.on_process_zero(
+      lambda: stored_vocab.store_vocabulary(workdir, inputs_lib.load_vocabulary(data),
+                                            data.task),
+      RuntimeError("process 0 could not build and store the run's vocabulary (its log "
+                   "says why)"))
   vocabulary, _ = stored_vocab.load_stored_vocabulary(workdir)
   return vocabulary
 

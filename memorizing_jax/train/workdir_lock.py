@@ -31,6 +31,8 @@ from typing import Optional
 
 from etils import epath
 
+from memorizing_jax.train import multihost
+
 LOCK_NAME = "workdir.lock"
 
 
@@ -303,6 +305,18 @@ class WorkdirLock:
         pass
     os.unlink(aside)
 
+
+
+def lock_workdir(workdir: str, stale_after_s: float) -> Optional[WorkdirLock]:
+  """Process 0 takes the workdir's lock (returned; None on the other processes).
+
+  Raises:
+    WorkdirLockedError: on every process, when another live run holds the workdir.
+  """
+  return multihost.on_process_zero(
+      lambda: WorkdirLock(workdir, stale_after_s).hold(),
+      WorkdirLockedError(f"workdir {workdir} is in use by another training run (process "
+                         "0's log names it)"))
 
 def _exit_on_sigterm(signum, frame):
   del frame
