@@ -93,7 +93,8 @@ def reset(state: MemoryState, mask: jax.Array) -> MemoryState:
 
 
 def write(state: MemoryState, keys: jax.Array, values: jax.Array,
-          positions: Optional[jax.Array] = None) -> MemoryState:
+          positions: Optional[jax.Array] = None, mask: Optional[jax.Array] = None
+          ) -> MemoryState:
   """Appends a segment's keys/values to each row's ring buffer.
 
   Args:
@@ -103,8 +104,11 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
       exceeds `slots`, only the newest `slots` entries are kept.
     positions: [batch, length] int32 document positions of the tokens; defaults to
       `count + arange(length)` (the tokens follow on from what was written).
+    mask: [batch] bool, the rows to write (default: all); the other rows are left
+      unchanged (decoding a batch whose rows complete their segments at different
+      times).
   Returns:
-    The new state; `count` grows by `length`.
+    The new state; `count` grows by `length` in the rows written.
   """
   b, h, s, d = state.keys.shape
   if keys.ndim != 4 or keys.shape[0] != b or keys.shape[1] != h or keys.shape[3] != d:
@@ -125,6 +129,9 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
   keys = jax.lax.stop_gradient(keys).astype(state.keys.dtype)
   values = jax.lax.stop_gradient(values).astype(state.values.dtype)
   positions = positions.astype(jnp.int32)
+  mask = jnp.ones((b,), bool) if mask is None else jnp.asarray(mask, bool)
+  if mask.shape != (b,):
+    raise ValueError(f"write mask must have shape ({b},) (batch,), got {mask.shape}")
   if length > s:  # only the newest `slots` entries survive
     keys, values, positions = keys[:, :, -s:], values[:, :, -s:], positions[:, -s:]
     offset = state.count + (length - s)
@@ -135,21 +142,25 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
   start = offset % s
   slot_ids = (start[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]) % s
   rows = jnp.arange(b)[:, None]
+  positions = jnp.where(mask[:, None], positions, state.positions[rows, slot_ids])
   new_positions = state.positions.at[rows, slot_ids].set(positions, unique_indices=True)
-  return MemoryState(keys=_write_blocks(state.keys, keys, start),
-                     values=_write_blocks(state.values, values, start),
-                     count=state.count + written, positions=new_positions)
+  return MemoryState(keys=_write_blocks(state.keys, keys, start, mask),
+                     values=_write_blocks(state.values, values, start, mask),
+                     count=state.count + written * mask, positions=new_positions)
 
 
-def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax.Array
+                  ) -> jax.Array:
   """Writes each row's `new` entries into its ring buffer from slot `start` on.
 
   Args:
     buffer: [batch, heads, slots, head_dim].
     new: [batch, heads, length, head_dim], length <= slots.
     start: [batch] int32 in [0, slots): the slot of each row's first new entry.
+    mask: [batch] bool, the rows written; the others keep their entries.
   Returns:
-    The buffer with slots (start + j) % slots holding new[:, :, j].
+    The buffer with slots (start + j) % slots holding new[:, :, j] in the rows of
+    `mask`.
 
   Each row's entries form one block of `length` slots, or two when they wrap past
   the last slot, so the write is two in-place block updates per row (a window of
@@ -160,9 +171,9 @@ def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array) -> jax.Ar
   j = jnp.arange(length, dtype=jnp.int32)
   doubled = jnp.concatenate([new, new], axis=2)  # a shifted view of `new` is one slice of it
 
-  def one_row(row, twice, first):  # [heads, slots, d], [heads, 2 * length, d], []
+  def one_row(row, twice, first, enabled):  # [heads, slots, d], [heads, 2 * length, d], [], []
     def blend(window_start, shift):  # window slot j takes new entry j + shift, if any
-      inside = (j + shift >= 0) & (j + shift < length)
+      inside = (j + shift >= 0) & (j + shift < length) & enabled
       shifted = jax.lax.dynamic_slice_in_dim(twice, jnp.mod(shift, length), length, axis=1)
       old = jax.lax.dynamic_slice_in_dim(row, window_start, length, axis=1)
       return jnp.where(inside[None, :, None], shifted, old)
@@ -174,4 +185,4 @@ def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array) -> jax.Ar
     # The entries that wrap around to the first slots (none when first + length <= slots).
     return jax.lax.dynamic_update_slice_in_dim(row, blend(0, slots - first), 0, axis=1)
 
-  return jax.vmap(one_row)(buffer, doubled, start)
+  return jax.vmap(one_row)(buffer, doubled, start, mask)

@@ -13,8 +13,8 @@ each layer's XL cache and is written to the memories.
     logits, segments = decode(model, params, tokens[:, :n], state, segments)  # prefill
     logits, segments = decode(model, params, next_token[:, None], state, segments)
     ...
-    if position == config.segment_length:
-      state, segments = complete_segment(config, state, segments)
+    ended = segments[0].position == config.segment_length  # [batch]
+    state, segments = complete_segment(config, state, segments, rows=ended)
 
 Reading a segment this way gives the full pass's logits (up to float rounding);
 `tests/inference/test_decoding.py` checks it across segment boundaries. Decoding
@@ -22,7 +22,7 @@ continues a document: begin one from `init_state` (an empty XL cache and memory)
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -44,8 +44,9 @@ def decode(model: nn.Module, params: Any, tokens: jax.Array, state: ModelState,
   Args:
     model: a `MemorizingTransformer`.
     params: its parameters.
-    tokens: [batch, n] int32, the tokens at positions `position .. position + n - 1`
-      of the current segment (`position + n <= segment_length`).
+    tokens: [batch, n] int32, each row's tokens at positions `position .. position +
+      n - 1` of its current segment (`position + n <= segment_length`; `position`
+      [batch] is the row's own, in `segments`).
     state: the `ModelState` after the previous complete segment (read only).
     segments: one `SegmentCache` per layer.
   Returns:
@@ -57,22 +58,33 @@ def decode(model: nn.Module, params: Any, tokens: jax.Array, state: ModelState,
 
 
 def complete_segment(config: ModelConfig, state: ModelState,
-                     segments: Tuple[SegmentCache, ...]
+                     segments: Tuple[SegmentCache, ...], rows: Optional[jax.Array] = None
                      ) -> Tuple[ModelState, Tuple[SegmentCache, ...]]:
-  """Ends a fully read segment as the full forward pass does.
+  """Ends fully read segments as the full forward pass does.
 
-  Each layer's XL cache becomes the segment's keys/values (all valid) and each kNN
-  layer's memory gets them appended. Returns the new `ModelState` and empty
-  segment caches (position 0). Call it when `position == segment_length`.
+  In each row of `rows`, each layer's XL cache becomes the segment's keys/values (all
+  valid), each kNN layer's memory gets them appended, and the segment cache starts
+  again at position 0. Call it for the rows whose `position == segment_length`.
+
+  Args:
+    rows: [batch] bool, the rows whose segment is complete (default: all); the other
+      rows' XL caches, memories and segment caches are returned unchanged.
+  Returns:
+    The new `ModelState` and segment caches.
   """
+  batch = segments[0].position.shape[0]
+  rows = jnp.ones((batch,), bool) if rows is None else rows
   xl_caches = state.xl_caches
   if config.use_xl_cache:
+    def ended(old, new):  # the row's cache takes the segment's entries where it ended
+      return jnp.where(rows.reshape((batch,) + (1,) * (old.ndim - 1)), new.astype(old.dtype),
+                       old)
     xl_caches = tuple(
-        XLCache(keys=s.keys.astype(c.keys.dtype), values=s.values.astype(c.values.dtype),
-                valid=jnp.ones(c.valid.shape, bool))
+        XLCache(keys=ended(c.keys, s.keys), values=ended(c.values, s.values),
+                valid=c.valid | rows[:, None])
         for s, c in zip(segments, state.xl_caches))
   memories = tuple(
-      memory.write(m, segments[i].keys, segments[i].values)
+      memory.write(m, segments[i].keys, segments[i].values, mask=rows)
       for i, m in zip(config.knn_layer_indices, state.memories))
-  new_segments = tuple(s.replace(position=jnp.zeros((), jnp.int32)) for s in segments)
+  new_segments = tuple(s.replace(position=jnp.where(rows, 0, s.position)) for s in segments)
   return ModelState(xl_caches=xl_caches, memories=memories), new_segments

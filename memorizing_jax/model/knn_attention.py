@@ -60,8 +60,8 @@ class MemoryMix(nn.Module):
       memory_state: the layer's memory before this segment.
       start_of_sequence: [batch] bool.
       scale: [heads] temperature applied to the cosine similarities.
-      query_offset: incremental decoding: [] int32 index in the current segment of
-        the first query. The memory is then only read (reset where
+      query_offset: incremental decoding: [batch] int32 index in each row's current
+        segment of its first query. The memory is then only read (reset where
         `start_of_sequence`, looked up) and returned unchanged: the segment is written
         when it completes (`decoding.complete_segment`).
     Returns:
@@ -95,7 +95,7 @@ class MemoryMix(nn.Module):
     out = g * memory_out + (1 - g) * local_out
     if self.is_mutable_collection(DIAGNOSTICS):  # computed only when asked for
       self._sow_diagnostics(gate, memory_out, local_out, state, found, weights,
-                            0 if query_offset is None else query_offset)
+                            0 if query_offset is None else query_offset[:, None])
     return out, new_state
 
   def _sow_diagnostics(self, gate, memory_out, local_out, state, found, weights,

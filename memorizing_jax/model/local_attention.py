@@ -66,10 +66,10 @@ def extend_with_cache(cache: Optional[XLCache], keys: jax.Array, values: jax.Arr
 def extend_segment(cache: Optional[XLCache], segment: SegmentCache, keys: jax.Array,
                    values: jax.Array, start_of_sequence: jax.Array
                    ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array, SegmentCache]:
-  """Places `n` new tokens' keys/values at `segment.position` of the segment cache.
+  """Places each row's `n` new tokens' keys/values at its `segment.position`.
 
   The incremental-decoding form of `extend_with_cache`: the keys attended to are
-  [XL cache; the whole segment cache], entries of the segment at or after
+  [XL cache; the whole segment cache], entries of a row's segment at or after its
   `position + n` being invalid (they are not read yet).
 
   Args:
@@ -81,17 +81,19 @@ def extend_segment(cache: Optional[XLCache], segment: SegmentCache, keys: jax.Ar
     all_keys, all_values: [batch, heads, cache_length + segment_length, head_dim];
     key_valid: [batch, cache_length + segment_length] bool;
     key_positions: [cache_length + segment_length] int32 (segment start = 0);
-    the new segment cache (position advanced by n).
+    the new segment cache (each row's position advanced by n).
   """
-  batch, _, n, _ = keys.shape
+  n = keys.shape[2]
   seg_length = segment.keys.shape[2]
-  start = (0, 0, segment.position, 0)
-  seg_keys = jax.lax.dynamic_update_slice(segment.keys, keys.astype(segment.keys.dtype), start)
-  seg_values = jax.lax.dynamic_update_slice(segment.values,
-                                            values.astype(segment.values.dtype), start)
+
+  def place(buffer, new):  # [batch, heads, segment_length, d] <- [batch, heads, n, d]
+    return jax.vmap(lambda row, entries, start: jax.lax.dynamic_update_slice_in_dim(
+        row, entries, start, axis=1))(buffer, new.astype(buffer.dtype), segment.position)
+
+  seg_keys, seg_values = place(segment.keys, keys), place(segment.values, values)
   new_segment = SegmentCache(keys=seg_keys, values=seg_values, position=segment.position + n)
   positions = jnp.arange(seg_length, dtype=jnp.int32)
-  seg_valid = jnp.broadcast_to(positions[None] < new_segment.position, (batch, seg_length))
+  seg_valid = positions[None] < new_segment.position[:, None]
   all_keys, all_values = seg_keys.astype(keys.dtype), seg_values.astype(values.dtype)
   if cache is None:
     return all_keys, all_values, seg_valid, positions, new_segment
@@ -111,13 +113,13 @@ def local_attention(queries: jax.Array, keys: jax.Array, values: jax.Array, mask
     queries: [batch, heads, queries, head_dim].
     keys, values: [batch, heads, keys, head_dim].
     mask: [batch, queries, keys] bool, true where a query may attend.
-    bias: [heads, queries, keys] float32 added to the scaled scores.
+    bias: [batch or 1, heads, queries, keys] float32 added to the scaled scores.
     scale: [heads] multiplier of the dot products.
   Returns:
     [batch, heads, queries, head_dim] in the queries' dtype.
   """
   scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys, preferred_element_type=jnp.float32)
-  scores = scores * scale[None, :, None, None] + bias[None]
+  scores = scores * scale[None, :, None, None] + bias
   scores = jnp.where(mask[:, None], scores, NEG_INF)
   weights = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
   return jnp.einsum("bhqk,bhkd->bhqd", weights, values)
@@ -175,16 +177,18 @@ class SelfAttention(nn.Module):
       scale = jnp.full((cfg.num_heads,), 1.0 / np.sqrt(cfg.head_dim), jnp.float32)
 
     length = x.shape[1]
-    query_positions = jnp.arange(length, dtype=jnp.int32)
+    # [1, length] in the full pass; [batch, length] in decoding, where each row's
+    # queries start at its own place in its segment.
+    query_positions = jnp.arange(length, dtype=jnp.int32)[None]
     if segment is None:
       all_k, all_v, key_valid, key_positions, new_cache = extend_with_cache(
           cache, k, v, start_of_sequence)
     else:
       all_k, all_v, key_valid, key_positions, new_cache = extend_segment(
           cache, segment, k, v, start_of_sequence)
-      query_positions = query_positions + segment.position
-    causal = key_positions[None, :] <= query_positions[:, None]
-    mask = key_valid[:, None, :] & causal[None]
+      query_positions = query_positions + segment.position[:, None]
+    causal = key_positions[None, None, :] <= query_positions[:, :, None]
+    mask = key_valid[:, None, :] & causal
     bias = RelativePositionBias(cfg.num_heads, cfg.relative_position_buckets,
                                 cfg.relative_position_max_distance,
                                 name="relative_position_bias")(query_positions, key_positions)

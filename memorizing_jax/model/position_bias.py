@@ -47,15 +47,15 @@ class RelativePositionBias(nn.Module):
 
   @nn.compact
   def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
-    """Args: query_positions [queries], key_positions [keys] int (same origin).
+    """Args: query_positions [..., queries], key_positions [keys] int (same origin).
 
-    Returns: [heads, queries, keys] float32 bias.
+    Returns: [..., heads, queries, keys] float32 bias.
     """
     table = self.param(
         "rel_embedding",
         nn.with_logical_partitioning(nn.initializers.normal(stddev=0.1),
                                      ("relpos_buckets", "heads")),
         (self.num_buckets, self.num_heads), jnp.float32)
-    buckets = causal_bucket(query_positions[:, None] - key_positions[None, :],
+    buckets = causal_bucket(query_positions[..., :, None] - key_positions,
                             self.num_buckets, self.max_distance)
-    return jnp.transpose(table[buckets], (2, 0, 1))
+    return jnp.moveaxis(table[buckets], -1, -3)

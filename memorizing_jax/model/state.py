@@ -43,7 +43,9 @@ class SegmentCache:
       far (normalised where the layer normalises keys); entries at or after
       `position` are not read.
     values: [batch, heads, segment_length, head_dim].
-    position: [] int32, how many tokens of the segment have been read.
+    position: [batch] int32, how many tokens of the segment each row has read (rows
+      of a batch may be at different places in their segments, e.g. prompts of
+      different lengths).
   """
 
   keys: jax.Array
@@ -52,11 +54,11 @@ class SegmentCache:
 
 
 def init_segment_cache(config: ModelConfig, batch_size: int) -> Tuple[SegmentCache, ...]:
-  """Empty segment caches of every layer (position 0)."""
+  """Empty segment caches of every layer (every row at position 0)."""
   shape = (batch_size, config.num_heads, config.segment_length, config.head_dim)
   dtype = config.compute_jnp_dtype
   return tuple(SegmentCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
-                            position=jnp.zeros((), jnp.int32))
+                            position=jnp.zeros((batch_size,), jnp.int32))
                for _ in range(config.num_layers))
 
 

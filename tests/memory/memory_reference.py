@@ -28,8 +28,11 @@ class RingBufferReference:
     self.slots, self.heads, self.head_dim = slots, heads, head_dim
     self.entries = [[] for _ in range(batch)]  # (position, key [h, d], value [h, d])
 
-  def write(self, keys: np.ndarray, values: np.ndarray, positions: np.ndarray) -> None:
+  def write(self, keys: np.ndarray, values: np.ndarray, positions: np.ndarray,
+            rows=None) -> None:
     for row, entries in enumerate(self.entries):
+      if rows is not None and not rows[row]:
+        continue
       for j in range(keys.shape[2]):
         entries.append((int(positions[row, j]), keys[row, :, j], values[row, :, j]))
 

@@ -16,9 +16,12 @@ jit_reset = jax.jit(memory.reset)
 
 _operations = st.lists(
     st.one_of(
-        st.tuples(st.just("write"), st.sampled_from([1, 2, 5, 11]), st.booleans()),
+        # (write, length, explicit positions, the rows written: None for all)
+        st.tuples(st.just("write"), st.sampled_from([1, 2, 5, 11]), st.booleans(),
+                  st.one_of(st.none(),
+                            st.lists(st.booleans(), min_size=BATCH, max_size=BATCH))),
         st.tuples(st.just("reset"), st.lists(st.booleans(), min_size=BATCH, max_size=BATCH),
-                  st.just(False)),
+                  st.just(False), st.none()),
     ),
     min_size=1, max_size=6)
 
@@ -48,7 +51,7 @@ def test_writes_and_resets_match_list_model(slots, operations, seed):
   rng = np.random.default_rng(seed)
   state = memory.init(BATCH, HEADS, slots, HEAD_DIM)
   ref = RingBufferReference(BATCH, HEADS, slots, HEAD_DIM)
-  for op, arg, explicit_positions in operations:
+  for op, arg, explicit_positions, rows in operations:
     if op == "reset":
       mask = np.array(arg)
       state = jit_reset(state, jnp.asarray(mask))
@@ -56,14 +59,15 @@ def test_writes_and_resets_match_list_model(slots, operations, seed):
     else:
       keys = rng.normal(size=(BATCH, HEADS, arg, HEAD_DIM)).astype(np.float32)
       values = rng.normal(size=(BATCH, HEADS, arg, HEAD_DIM)).astype(np.float32)
+      mask = None if rows is None else jnp.asarray(rows)
       if explicit_positions:
         positions = rng.integers(0, 10**6, size=(BATCH, arg)).astype(np.int32)
         state = jit_write(state, jnp.asarray(keys), jnp.asarray(values),
-                          jnp.asarray(positions))
+                          jnp.asarray(positions), mask)
       else:
         positions = ref.count()[:, None] + np.arange(arg)[None, :]
-        state = jit_write(state, jnp.asarray(keys), jnp.asarray(values))
-      ref.write(keys, values, positions)
+        state = jit_write(state, jnp.asarray(keys), jnp.asarray(values), mask=mask)
+      ref.write(keys, values, positions, rows)
   check_against_reference(state, ref)
 
 
