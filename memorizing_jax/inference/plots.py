@@ -1,7 +1,14 @@
-"""Plots of an `Explanation`, saved to files (matplotlib, no pyplot state)."""
+"""Plots of an `Explanation`: matplotlib figures (no pyplot state), shown inline by a
+notebook when they are a cell's value, and saved to a file when given a path.
+
+    e = m.explain(text)
+    plot_top_gains(e)                              # shown in the notebook
+    plot_retrieval_distances(e, "distances.png")   # shown and saved
+"""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -13,8 +20,9 @@ def _figure(width: float, height: float):
   return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_top_gains(explanation: Explanation, path: str, n: int = 20) -> str:
-  """Saves a bar chart of the n tokens that gained most from memory; returns `path`."""
+def plot_top_gains(explanation: Explanation, path: Optional[str] = None, n: int = 20):
+  """A bar chart (matplotlib Figure) of the n tokens that gained most from memory,
+  saved to `path` when one is given."""
   top = explanation.top_gains(n)
   figure = _figure(8, 0.3 * max(len(top), 4) + 1)
   axes = figure.add_subplot()
@@ -24,12 +32,13 @@ def plot_top_gains(explanation: Explanation, path: str, n: int = 20) -> str:
   axes.invert_yaxis()
   axes.set_xlabel("gain from memory (loss without - loss with), nats")
   axes.set_title("Tokens that gained most from memory")
-  _save(figure, path)
-  return path
+  return _saved(figure, path)
 
 
-def plot_retrieval_distances(explanation: Explanation, path: str, bins: int = 40) -> str:
-  """Saves a histogram of how far back each head's top retrieved entry lies."""
+def plot_retrieval_distances(explanation: Explanation, path: Optional[str] = None,
+                             bins: int = 40):
+  """A histogram (matplotlib Figure) of how far back each head's top retrieved entry
+  lies, saved to `path` when one is given."""
   distances = explanation.top_distances()
   figure = _figure(7, 4)
   axes = figure.add_subplot()
@@ -43,11 +52,11 @@ def plot_retrieval_distances(explanation: Explanation, path: str, bins: int = 40
   axes.set_xlabel("distance back of each head's top retrieved entry, tokens")
   axes.set_ylabel("count")
   axes.set_title("Retrieval distances")
-  _save(figure, path)
-  return path
+  return _saved(figure, path)
 
 
-def _save(figure, path: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  figure.savefig(path, dpi=100)
+def _saved(figure, path: Optional[str]):
+  if path is not None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=100)
+  return figure

@@ -47,8 +47,8 @@ class SegmentOutput:
 
 
 def make_segment_reader(model: MemorizingTransformer, diagnostics: bool):
-  """A jitted (params, state, inputs [1, L], targets [1, L], sos [1]) ->
-  (state, nll [1, L], predictions [1, L], diagnostics) step."""
+  """A jitted (params, state, inputs [batch, L], targets [batch, L], sos [batch]) ->
+  (state, nll [batch, L], predictions [batch, L], diagnostics) step."""
 
   def read(params, state, inputs, targets, start_of_sequence):
     if diagnostics:
@@ -78,6 +78,58 @@ def _layer_diagnostics(sown: Dict[str, Any], config: ModelConfig, count: int) ->
   return layers
 
 
+@dataclasses.dataclass
+class BatchSegment:
+  """One segment of a batch of texts, each row its own document.
+
+  Attributes:
+    start: index of the segment's first input (= its first target's text index).
+    counts: [batch] real (unpadded) tokens of each row in the segment (0 once the
+      row's text has ended).
+    loss: [batch, L] float32 negative log-likelihood of each target, nats.
+    predictions: [batch, L] int32 argmax next-token ids.
+    sown: the kNN layers' sown diagnostics (empty unless asked for).
+  """
+
+  start: int
+  counts: np.ndarray
+  loss: np.ndarray
+  predictions: np.ndarray
+  sown: Any
+
+
+def read_batch(config: ModelConfig, reader, params: Any, texts: Sequence[Sequence[int]],
+               pad_id: int, memory: bool = True) -> Iterator[BatchSegment]:
+  """Yields each segment of the texts, read as one batch (row b: the document
+  `[pad] texts[b]`); rows shorter than the longest are padded after their end.
+
+  Args:
+    reader: `make_segment_reader(model, diagnostics=...)`.
+    texts: per row, its token ids (at least one each).
+    memory: False reads with the memory ablated (`ablation.py`).
+  """
+  texts = [np.asarray(ids, np.int32) for ids in texts]
+  if not texts or any(ids.ndim != 1 or ids.size == 0 for ids in texts):
+    raise ValueError("nothing to read: a text has no tokens (give non-empty texts)")
+  length, batch = config.segment_length, len(texts)
+  sizes = np.array([ids.size for ids in texts])
+  sequences = [np.concatenate([[pad_id], ids]).astype(np.int32) for ids in texts]
+  state = init_state(config, batch)
+  for start in range(0, int(sizes.max()), length):
+    counts = np.clip(sizes - start, 0, length)
+    inputs = np.full((batch, length), pad_id, np.int32)
+    targets = np.full((batch, length), pad_id, np.int32)
+    for row, (sequence, count) in enumerate(zip(sequences, counts)):
+      inputs[row, :count] = sequence[start:start + count]
+      targets[row, :count] = sequence[start + 1:start + 1 + count]
+    if not memory:
+      state = ablation.empty_memories(state)
+    state, nll, predictions, sown = reader(params, state, inputs, targets,
+                                           np.full((batch,), start == 0))
+    yield BatchSegment(start=start, counts=counts, loss=np.asarray(nll),
+                       predictions=np.asarray(predictions), sown=sown)
+
+
 def read_tokens(config: ModelConfig, reader, params: Any, ids: Sequence[int], pad_id: int,
                 with_diagnostics: bool = False, memory: bool = True
                 ) -> Iterator[SegmentOutput]:
@@ -88,23 +140,10 @@ def read_tokens(config: ModelConfig, reader, params: Any, ids: Sequence[int], pa
     ids: the text's token ids (at least one).
     memory: False reads with the memory ablated (`ablation.py`).
   """
-  ids = np.asarray(ids, np.int32)
-  if ids.ndim != 1 or ids.size == 0:
-    raise ValueError("nothing to read: the text has no tokens (give a non-empty text)")
-  length = config.segment_length
-  sequence = np.concatenate([[pad_id], ids]).astype(np.int32)  # inputs; targets shift by 1
-  state = init_state(config, 1)
-  for start in range(0, ids.size, length):
-    count = min(length, ids.size - start)
-    inputs = np.full((1, length), pad_id, np.int32)
-    targets = np.full((1, length), pad_id, np.int32)
-    inputs[0, :count] = sequence[start:start + count]
-    targets[0, :count] = sequence[start + 1:start + 1 + count]
-    if not memory:
-      state = ablation.empty_memories(state)
-    state, nll, predictions, sown = reader(params, state, inputs, targets,
-                                           np.array([start == 0]))
+  for segment in read_batch(config, reader, params, [ids], pad_id, memory):
+    count = int(segment.counts[0])
     yield SegmentOutput(
-        start=start, count=count, loss=np.asarray(nll)[0, :count],
-        predictions=np.asarray(predictions)[0, :count],
-        diagnostics=_layer_diagnostics(sown, config, count) if with_diagnostics else [])
+        start=segment.start, count=count, loss=segment.loss[0, :count],
+        predictions=segment.predictions[0, :count],
+        diagnostics=(_layer_diagnostics(segment.sown, config, count) if with_diagnostics
+                     else []))

@@ -57,3 +57,10 @@ def trained_workdir(tmp_path_factory):
   finally:
     gin.clear_config()
   return str(workdir)
+
+
+@pytest.fixture(scope="session")
+def loaded(trained_workdir):
+  """`mj.load` of the tiny run (its compiled readers and decoder are shared)."""
+  import memorizing_jax as mj  # pylint: disable=g-import-not-at-top
+  return mj.load(trained_workdir)

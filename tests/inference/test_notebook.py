@@ -16,4 +16,9 @@ def test_quickstart_notebook_executes(trained_workdir, tmp_path, monkeypatch):
   outputs = "".join(o.get("text", "") for cell in notebook.cells
                     for o in cell.get("outputs", []))
   assert "nats/token" in outputs
+  assert outputs.count("perplexity") >= 3  # the batch's three scores
+  assert "streamed:" in outputs
+  images = [o for cell in notebook.cells for o in cell.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+  assert len(images) == 2  # both plots shown inline
   assert (tmp_path / "top_gains.png").is_file() and (tmp_path / "distances.png").is_file()
