@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import os
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 from etils import epath
 import numpy as np
@@ -254,8 +254,3 @@ def encode(vocabulary: seqio.Vocabulary, text: str) -> np.ndarray:
   if type(vocabulary) is seqio.ByteVocabulary:  # pylint: disable=unidiomatic-typecheck
     return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 3
   return np.asarray(vocabulary.encode(text), dtype=np.int32)
-
-
-def iter_encoded(vocabulary: seqio.Vocabulary, texts: Iterable[str]) -> Iterator[np.ndarray]:
-  for text in texts:
-    yield encode(vocabulary, text)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Iterator, Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from memorizing_jax.inference import ablation
-from memorizing_jax.model import DIAGNOSTICS, MemorizingTransformer, ModelConfig, init_state
+from memorizing_jax.model import (DIAGNOSTICS, MemorizingTransformer, ModelConfig, init_state,
+                                  sown_by_layer)
 
 DIAGNOSTIC_NAMES = ("gate", "memory_share", "retrieved_positions", "retrieved_weights",
                     "retrieved_valid")
@@ -65,17 +65,11 @@ def make_segment_reader(model: MemorizingTransformer, diagnostics: bool):
   return jax.jit(read, donate_argnums=(1,))
 
 
-def _layer_diagnostics(sown: Dict[str, Any], config: ModelConfig, count: int) -> list:
-  flat = flax.traverse_util.flatten_dict(sown, sep="/")
-  layers = []
-  for index in config.knn_layer_indices:
-    prefix = f"layer_{index}/attention/memory/"
-    values = {}
-    for name in DIAGNOSTIC_NAMES:
-      value = np.asarray(flat[prefix + name])
-      values[name] = value if name == "gate" else value[0, :, :count]
-    layers.append(values)
-  return layers
+def _layer_diagnostics(sown: Dict[str, Any], count: int) -> list:
+  """Per kNN layer, DIAGNOSTIC_NAMES of row 0 cut to `count` tokens."""
+  return [{name: np.asarray(values[name]) if name == "gate"
+           else np.asarray(values[name])[0, :, :count] for name in DIAGNOSTIC_NAMES}
+          for values in sown_by_layer(sown).values()]
 
 
 @dataclasses.dataclass
@@ -145,5 +139,4 @@ def read_tokens(config: ModelConfig, reader, params: Any, ids: Sequence[int], pa
     yield SegmentOutput(
         start=segment.start, count=count, loss=segment.loss[0, :count],
         predictions=segment.predictions[0, :count],
-        diagnostics=(_layer_diagnostics(segment.sown, config, count) if with_diagnostics
-                     else []))
+        diagnostics=_layer_diagnostics(segment.sown, count) if with_diagnostics else [])

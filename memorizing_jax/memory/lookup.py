@@ -27,8 +27,11 @@ from memorizing_jax.memory.state import MemoryState
 
 METHODS = ("exact", "approx")
 
-# Score reported for retrieved entries that are not valid (fewer than k stored).
-INVALID_SCORE = -1e30
+# The score of a retrieved entry that is not valid (fewer than k stored), which the
+# model also gives masked attention scores: below any real score, and finite, so a
+# softmax over nothing but masked entries stays finite. (Selection marks empty slots
+# with `binning.EMPTY_SCORE` instead, for its own reasons.)
+NEG_INF = -1e30
 
 # The name (`jax.ad_checkpoint.checkpoint_name`) of the retrieved keys, values and
 # validity: a rematerialisation policy that keeps them never searches the memory in
@@ -317,6 +320,6 @@ def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Ar
   valid = slot_ids < num_valid[:, None, None, None]
   top_keys, top_values, valid, scores = (checkpoint_name(x, RETRIEVED)
                                          for x in (top_keys, top_values, valid, scores))
-  scores = jnp.where(valid, _scores_with_gradient(queries, top_keys, scores), INVALID_SCORE)
+  scores = jnp.where(valid, _scores_with_gradient(queries, top_keys, scores), NEG_INF)
   return LookupResult(scores=scores, keys=top_keys, values=top_values,
                       positions=top_positions, valid=valid, slots=slot_ids)

@@ -12,7 +12,8 @@ from typing import Tuple
 
 import jax.numpy as jnp
 
-LOOKUP_METHODS = ("exact", "approx")
+from memorizing_jax import memory
+
 # Rematerialisation of each decoder layer in the backward pass (see transformer.py):
 # none; full (keep only the layer's inputs and the retrieved memory entries); dots
 # (also keep the matmul results that have no batch dimension).
@@ -126,8 +127,8 @@ class ModelConfig:
           "the whole memory, so it would never hold anything older than the previous "
           f"segment. Set memory_slots >= {self.segment_length} (the paper uses 1536 to "
           "262144 for segments of 512), or knn_layers=() for a model without memory")
-    if self.lookup_method not in LOOKUP_METHODS:
-      raise ValueError(f"ModelConfig.lookup_method must be one of {LOOKUP_METHODS}, "
+    if self.lookup_method not in memory.METHODS:
+      raise ValueError(f"ModelConfig.lookup_method must be one of {memory.METHODS}, "
                        f"got {self.lookup_method!r}")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"ModelConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")

@@ -15,9 +15,10 @@ first segment of a document) gets V_mem = 0.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
@@ -25,7 +26,6 @@ from memorizing_jax import memory
 from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
 
-NEG_INF = -1e30
 DIAGNOSTICS = "diagnostics"
 
 
@@ -35,6 +35,18 @@ def _keep_last(_, value):
 
 def _none():
   return None
+
+
+def sown_by_layer(sown: Any) -> Dict[int, Dict[str, jax.Array]]:
+  """The kNN layers' sown diagnostics by layer: {layer index: {name: value}}, from the
+  `DIAGNOSTICS` collection of the model applied with it mutable (names and shapes:
+  `MemoryMix._sow_diagnostics`). Empty for a model without memory. This is the one
+  place that reads the collection's module paths (`layer_<i>/.../<name>`)."""
+  layers: Dict[int, Dict[str, jax.Array]] = {}
+  for path, value in flax.traverse_util.flatten_dict(nn.unbox(sown)).items():
+    index = next(int(part[len("layer_"):]) for part in path if part.startswith("layer_"))
+    layers.setdefault(index, {})[path[-1]] = value
+  return dict(sorted(layers.items()))
 
 
 class MemoryMix(nn.Module):
@@ -80,7 +92,7 @@ class MemoryMix(nn.Module):
       found = memory.lookup_on_shards(state, queries, cfg.knn_k, method=cfg.lookup_method,
                                      recall_target=cfg.recall_target, placement=placement)
       new_state = memory_state
-    logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], NEG_INF)
+    logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], memory.NEG_INF)
     weights = jnp.where(found.valid, jax.nn.softmax(logits, axis=-1), 0.0)
     retrieved_values = jax.lax.stop_gradient(found.values).astype(local_out.dtype)
     memory_out = jnp.einsum("bhqk,bhqkd->bhqd", weights.astype(local_out.dtype),

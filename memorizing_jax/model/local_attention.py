@@ -19,7 +19,6 @@ from memorizing_jax.model.knn_attention import MemoryMix
 from memorizing_jax.model.position_bias import RelativePositionBias
 from memorizing_jax.model.state import SegmentCache, XLCache
 
-NEG_INF = -1e30
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -120,7 +119,7 @@ def local_attention(queries: jax.Array, keys: jax.Array, values: jax.Array, mask
   """
   scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys, preferred_element_type=jnp.float32)
   scores = scores * scale[None, :, None, None] + bias
-  scores = jnp.where(mask[:, None], scores, NEG_INF)
+  scores = jnp.where(mask[:, None], scores, memory.NEG_INF)
   weights = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
   return jnp.einsum("bhqk,bhkd->bhqd", weights, values)
 

@@ -16,17 +16,15 @@ import functools
 from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 import flax.linen as nn
-import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import optax
 
+from memorizing_jax.model import DIAGNOSTICS, sown_by_layer
 from memorizing_jax.train.partitioner import Partitioner
 from memorizing_jax.train.train_state import TrainState
 
 Metrics = Dict[str, jax.Array]
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "start_of_sequence")
-DIAGNOSTICS = "diagnostics"
 
 
 def token_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array) -> Metrics:
@@ -49,27 +47,20 @@ def token_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array) -> M
 def summarize_diagnostics(diagnostics: Any) -> Metrics:
   """Scalars from the kNN layers' sown diagnostics (see model/knn_attention.py).
 
-  Per kNN layer (named by its module path): the gate per head, the mean share of
+  Per kNN layer i (as `memory/layer_<i>/...`): the gate per head, the mean share of
   the output that comes from memory, the memory fill, and the mean distance in
   tokens from a query to what it retrieved (over queries that found anything).
   """
   out = {}
-  flat = flax.traverse_util.flatten_dict(nn.unbox(diagnostics), sep="/")
-  layers = sorted({k.rsplit("/", 1)[0] for k in flat if k.endswith("/gate")})
-  for layer in layers:
-    parts = layer.split("/")
-    name = "memory/" + next((p for p in parts if p.startswith("layer_")), layer)
-    gate = flat[layer + "/gate"]
-    for head in range(gate.shape[0]):
-      out[f"{name}/gate_head{head}"] = gate[head]
-    if layer + "/memory_share" in flat:
-      out[f"{name}/memory_share"] = jnp.mean(flat[layer + "/memory_share"])
-    if layer + "/memory_fill" in flat:
-      out[f"{name}/memory_fill"] = jnp.mean(flat[layer + "/memory_fill"])
-    if layer + "/mean_distance" in flat:
-      distance = flat[layer + "/mean_distance"]
-      found = (distance > 0).astype(jnp.float32)
-      out[f"{name}/mean_distance"] = jnp.sum(distance) / jnp.maximum(jnp.sum(found), 1.0)
+  for index, sown in sown_by_layer(diagnostics).items():
+    name = f"memory/layer_{index}"
+    for head in range(sown["gate"].shape[0]):
+      out[f"{name}/gate_head{head}"] = sown["gate"][head]
+    out[f"{name}/memory_share"] = jnp.mean(sown["memory_share"])
+    out[f"{name}/memory_fill"] = jnp.mean(sown["memory_fill"])
+    distance = sown["mean_distance"]
+    found = (distance > 0).astype(jnp.float32)
+    out[f"{name}/mean_distance"] = jnp.sum(distance) / jnp.maximum(jnp.sum(found), 1.0)
   return out
 
 

@@ -45,7 +45,7 @@ def assert_exact(result, state, queries, k):
   scores = np.asarray(result.scores)
   np.testing.assert_allclose(np.where(valid, scores, 0), np.where(valid, true_scores, 0),
                              rtol=1e-5, atol=1e-5)
-  assert (scores[~valid] <= memory.lookup_lib.INVALID_SCORE).all()
+  assert (scores[~valid] <= memory.NEG_INF).all()
   found = slots_of(result, state)
   assert (found[valid] >= 0).all(), "every valid entry names a stored, live slot"
   # The retrieved set is the true one, up to ties at the k-th score: each retrieved
