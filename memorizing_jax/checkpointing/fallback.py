@@ -9,7 +9,6 @@ recorded restores unverified, with a warning saying so.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
@@ -19,10 +18,10 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from memorizing_jax.checkpointing import digests as digests_lib
+from memorizing_jax.checkpointing import items
 from memorizing_jax.checkpointing.trees import CheckpointMismatchError
 
-DIGESTS_ITEM = "digests"  # the JSON item holding {leaf name: digest}
-_JSON_ITEM_FILE = "metadata"  # where orbax's JsonCheckpointHandler writes an item
+DIGESTS_ITEM = items.DIGESTS_ITEM  # the JSON item holding {leaf name: digest}
 
 Restored = TypeVar("Restored")
 
@@ -61,13 +60,14 @@ def stored_digests(directory: str, step: int) -> Optional[Dict[str, str]]:
   Raises:
     ValueError: the digests file is there but unreadable (itself damaged).
   """
-  path = epath.Path(directory) / str(step) / DIGESTS_ITEM / _JSON_ITEM_FILE
-  if not path.exists():
-    return None
+  path = items.json_item_path(directory, step, DIGESTS_ITEM)
   try:
-    return json.loads(path.read_text())["arrays"]
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"its array digests ({path}) are unreadable: {e}") from e
+    saved = items.read_json_item(directory, step, DIGESTS_ITEM)
+    return None if saved is None else saved["arrays"]
+  except ValueError as e:
+    raise ValueError(f"its array digests are unreadable: {e}") from e
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"its array digests ({path}) are unreadable: {e!r}") from e
 
 
 def digests_item(tree: Any) -> Dict[str, Any]:

@@ -12,18 +12,23 @@ consecutive steps; when it has fed the last one, it takes the next document at t
 next step with `start_of_sequence` raised. Documents never share a segment: the
 tail of a document's last segment is padding (`loss_mask` 0).
 
-Order of documents: each process reads the documents `d` with
-`d % process_count == process_index` (disjoint, together complete). In "train"
-mode it reads them epoch after epoch, each epoch in a fresh permutation drawn from
-(seed, process_index, epoch), forever. In "eval" mode it reads them once in id
-order; rows with nothing left are padding, and every process yields the same
-number of batches (the most any process needs), then stops.
+Order of documents: each process reads the documents whose id `d` has
+`d % process_count == process_index` (disjoint, together complete). A document's id
+is its position in the split, unless the stream is given `document_ids`: a process
+that holds only its own documents (a shard of the token cache, see
+`token_cache.py`) passes their ids, and reads all of them. In "train" mode it reads
+them epoch after epoch, each epoch in a fresh permutation drawn from (seed,
+process_index, epoch), forever. In "eval" mode it reads them once in id order;
+rows with nothing left are padding, and every process yields the same number of
+batches (the most any process needs: computed here from the documents given, or
+agreed between processes that hold only their own, `extend_eval`), then stops.
 
-The position of the stream is `state()`, a small JSON-serialisable dict;
+The position of the stream is `state()`, a small JSON-serialisable dict (rows'
+documents by id; `num_documents` counts the documents the stream was given);
 `restore(state)` continues exactly where that state was taken.
 
-A corpus that grew: documents appended after the existing ones (ids N..M-1 added
-to ids 0..N-1, e.g. a new file whose name sorts after the others) keep the ids of
+A corpus that grew: documents appended after the existing ones (positions N..M-1
+added to 0..N-1, e.g. a new file whose name sorts after the others) keep the ids of
 the old ones, so a state taken over the N documents restores into a stream over
 the M when the stream can check that its first N documents are those the state
 was taken over (`prefix_identity`). The epoch under way keeps its order over the
@@ -41,6 +46,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 STREAM_MODES = ("train", "eval")
+# The keys of a batch that the model reads (the others describe where rows come from).
+MODEL_INPUTS = ("inputs", "targets", "loss_mask", "start_of_sequence")
 _STATE_FORMAT = 1
 
 
@@ -76,7 +83,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
                process_index: int = 0, process_count: int = 1, pad_id: int = 0,
                eos_id: int = 1, identity: Optional[Mapping[str, Any]] = None,
                document_names: Optional[Sequence[str]] = None,
-               prefix_identity: Optional[Callable[[int], Mapping[str, Any]]] = None):
+               prefix_identity: Optional[Callable[[int], Mapping[str, Any]]] = None,
+               document_ids: Optional[np.ndarray] = None):
     """Args:
       tokens: [total_tokens] every document's tokens back to back.
       offsets: [num_documents + 1] document i is tokens[offsets[i]:offsets[i + 1]].
@@ -90,12 +98,17 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
       eos_id: id appended after each document.
       identity: what the stream reads (task, split, vocabulary, ...): stored in
         `state()` and checked by `restore()`.
-      document_names: names of the documents by id, kept as `document_names` for
-        analysis (e.g. which file a row reads).
+      document_names: names of the documents in the order given (the document
+        with id `document_ids[i]` is `document_names[i]`), kept as `document_names`
+        for analysis (e.g. which file a row reads).
       prefix_identity: `prefix_identity(n)` is what `identity` would be for a
-        stream over only the first n documents (e.g. the content hash of those
-        documents): lets `restore` take a state of a stream over fewer documents,
-        taken before documents were appended. None: such states are refused.
+        stream over only the first n documents given (e.g. the content hash of
+        those documents): lets `restore` take a state of a stream over fewer
+        documents, taken before documents were appended. None: such states are
+        refused.
+      document_ids: [num_documents] ascending ids of the documents given (default:
+        their positions, 0..num_documents-1). Batches and states name documents by
+        id, and the process reads those with `id % process_count == process_index`.
     """
     if mode not in STREAM_MODES:
       raise ValueError(f"unknown stream mode {mode!r}; expected one of {STREAM_MODES}")
@@ -116,7 +129,13 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     self.mode, self.seed = mode, seed
     self.process_index, self.process_count = process_index, process_count
     self.pad_id, self.eos_id = pad_id, eos_id
-    self._shard = np.arange(process_index, num_documents, process_count, dtype=np.int64)
+    self._ids = (np.arange(num_documents, dtype=np.int64) if document_ids is None
+                 else np.asarray(document_ids, np.int64))
+    if self._ids.shape != (num_documents,) or (np.diff(self._ids) <= 0).any():
+      raise ValueError(f"document_ids must be {num_documents} ascending ids, one per "
+                       f"document, got {self._ids.tolist()[:10]}...")
+    # Positions of this process's documents, in id order.
+    self._shard = np.flatnonzero(self._ids % process_count == process_index)
     if mode == "train" and len(self._shard) == 0:
       raise ValueError(
           f"process {process_index} of {process_count} has no documents: the split "
@@ -129,9 +148,34 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     self.num_steps: Optional[int] = None
     if mode == "eval":
       self.num_steps = max(
-          steps_to_read(self._lengths[p::process_count], batch_size, segment_length)
-          for p in range(process_count))
+          steps_to_read(self._lengths[self._ids % process_count == p], batch_size,
+                        segment_length) for p in range(process_count))
     self._reset()
+
+  def name_of(self, document_id: int) -> str:
+    """The name of the document with id `document_id` (needs `document_names`)."""
+    if self.document_names is None:
+      raise ValueError("this stream was built without document_names")
+    positions, known = self._positions(np.asarray([document_id], np.int64))
+    if document_id < 0 or not known.all():
+      raise KeyError(f"this stream has no document with id {document_id}")
+    return self.document_names[int(positions[0])]
+
+  def extend_eval(self, num_steps: int) -> None:
+    """Eval mode: yields `num_steps` batches, rows past the end of the documents
+    being padding.
+
+    Processes that each hold only their own documents know only their own need;
+    every process must yield the same number of batches, so they agree on the most
+    any of them needs (`train/inputs.py`) and each extends its stream to that.
+
+    Raises:
+      ValueError: not an eval stream, or fewer steps than its documents need.
+    """
+    if self.mode != "eval" or num_steps < self.num_steps:
+      raise ValueError(f"extend_eval({num_steps}) needs an eval stream of at most that "
+                       f"many steps; this one is a {self.mode} stream of {self.num_steps}")
+    self.num_steps = num_steps
 
   def _reset(self) -> None:
     self._step = 0
@@ -147,9 +191,11 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
 
     Args:
       epoch: the epoch.
-      drawn_over: the documents (ids below it) the epoch's permutation was drawn
-        over: the number of documents when the epoch began. Documents appended since
-        (ids from `drawn_over` on) follow them, in id order.
+      drawn_over: the documents (positions below it) the epoch's permutation was
+        drawn over: the number of documents when the epoch began. Documents appended
+        since (positions from `drawn_over` on) follow them, in id order.
+    Returns:
+      positions of the documents (not ids).
     """
     if self.mode == "eval":
       return self._shard
@@ -159,7 +205,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     return np.concatenate([drawn[rng.permutation(len(drawn))], appended])
 
   def _take_next_document(self) -> int:
-    """The next document id of this process's order, or -1 when eval has none left."""
+    """The position of the next document of this process's order, or -1 when eval
+    has none left."""
     if self._next_position >= len(self._order):
       if self.mode == "eval":
         return -1
@@ -203,7 +250,7 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
         window[row, n - first] = self.eos_id
       counts[row] = count
       start_of_sequence[row] = offset == 0
-      document_id[row] = document
+      document_id[row] = self._ids[document]
       token_offset[row] = offset
       if offset + length >= n + 1:
         self._row_document[row] = -1  # Done: the next step takes a new document.
@@ -225,7 +272,8 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     return dict(
         self._config, step=self._step, epoch=self._epoch,
         next_position=self._next_position, epoch_documents=self._epoch_documents,
-        row_document=self._row_document.tolist(), row_offset=self._row_offset.tolist())
+        row_document=self._ids_of(self._row_document).tolist(),
+        row_offset=self._row_offset.tolist())
 
   def restore(self, state: Mapping[str, Any]) -> None:
     """Continues from `state` (from `state()` of a stream over the same data, or over
@@ -235,6 +283,11 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     """
     saved_documents = int(state.get("num_documents", -1))
     self._check_same_stream(state)
+    ids = np.asarray(state["row_document"], np.int64)
+    row_document, known = self._positions(ids)
+    if not known.all():
+      raise ValueError(f"cannot restore a stream state whose rows read documents "
+                       f"{ids[~known].tolist()}, which this stream does not have")
     if saved_documents < self._num_documents:
       logging.warning(
           "restoring a data stream over %d documents into one over %d: the corpus grew; "
@@ -248,8 +301,23 @@ class SegmentStream(Iterator[dict[str, np.ndarray]]):
     # all the documents the stream had.
     self._epoch_documents = int(state.get("epoch_documents", saved_documents))
     self._order = self._epoch_order(self._epoch, self._epoch_documents)
-    self._row_document = np.asarray(state["row_document"], np.int64)
+    self._row_document = row_document
     self._row_offset = np.asarray(state["row_offset"], np.int64)
+
+  def _ids_of(self, positions: np.ndarray) -> np.ndarray:
+    """[rows] ids of the documents at `positions` (-1, no document, stays -1)."""
+    ids = np.full(positions.shape, -1, np.int64)
+    ids[positions >= 0] = self._ids[positions[positions >= 0]]
+    return ids
+
+  def _positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([rows] positions of the documents of `ids`, -1 staying -1; [rows] bool
+    whether each is -1 or the id of one of this stream's documents)."""
+    found = np.searchsorted(self._ids, ids)
+    known = ids < 0
+    inside = ~known & (found < len(self._ids))
+    known[inside] = self._ids[found[inside]] == ids[inside]
+    return np.where(ids < 0, -1, found), known
 
   def _check_same_stream(self, state: Mapping[str, Any]) -> None:
     """Raises ValueError unless `state` is of this stream, or of this stream before

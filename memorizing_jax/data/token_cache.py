@@ -1,4 +1,4 @@
-"""Tokenised documents of one split, cached on disk as flat arrays.
+"""Tokenised documents of one split, or of one shard of it, cached on disk as flat arrays.
 
 A split is tokenised once per (task, split, source fingerprint, vocabulary) and
 saved under `<data_dir>/tokens/<task>/<split>-<key>/`:
@@ -13,6 +13,21 @@ cache is written to a temporary folder and renamed into place, so a crashed or
 concurrent build never leaves a half-written cache behind. Document ids are
 positions in this cache; they are stable as long as the key is.
 
+Shards. A run of several processes splits the documents into S shards, and each
+process tokenises only its own (`load_or_build_shards`): shard s of S holds the
+documents whose position in the reader's order (among the documents it yields:
+empty, binary and unreadable files are skipped before they get one) is s modulo S,
+in that order, under `<split>-<key>-<s>-of-<S>/` (5 digits each), the same files
+with `shard`, `num_shards` and `split_documents` (documents read in the whole
+split) added to `meta.json`. Its k-th document has id `s + S * k`: unique across
+shards, and the document's position in the whole split's cache (so S = 1 is the
+cache above, and the ids, hence the data order of a run, are those of a run that
+tokenised the whole split, unless documents below the task's `min_tokens` are
+dropped; each shard drops its own after tokenising them). Every process still
+reads every document of the split (which are empty or binary is known only once
+they are read); only the tokenising, the costly part, is split. Shards are built
+in one pass over the documents for all the shards a process asks for at once.
+
 A remote data dir (`gs://...`) holds the same files: the cache is built in its
 local copy (`data_dir.local_copy_path`) and uploaded, `meta.json` last; a host that
 finds it remote downloads it once into its local copy, which it memory-maps.
@@ -26,7 +41,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from etils import epath
 import numpy as np
@@ -80,6 +95,22 @@ class TokenCache:
   def content_hash(self) -> str:
     return self.meta["content_hash"]
 
+  @property
+  def shard(self) -> int:
+    """Which shard of the split this cache holds (0 for a whole split)."""
+    return int(self.meta.get("shard", 0))
+
+  @property
+  def num_shards(self) -> int:
+    """Into how many shards the split was cut (1: this is the whole split)."""
+    return int(self.meta.get("num_shards", 1))
+
+  @property
+  def document_ids(self) -> np.ndarray:
+    """[num_documents] int64 each document's id in the split: `shard + num_shards *
+    position` (positions for a whole split; see the module docstring)."""
+    return self.shard + self.num_shards * np.arange(self.num_documents, dtype=np.int64)
+
   def document(self, document_id: int) -> np.ndarray:
     """[length] the tokens of one document (a view of the memory map)."""
     return self.tokens[self.offsets[document_id]:self.offsets[document_id + 1]]
@@ -126,6 +157,14 @@ def cache_key(task: str, split: str, source_fingerprint: str, vocabulary_fingerp
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_folder_name(split: str, key: str, shard: int = 0, num_shards: int = 1) -> str:
+  """`<split>-<key>` for a whole split, `<split>-<key>-<shard>-of-<num_shards>` (5
+  digits each) for one shard of it."""
+  if num_shards == 1:
+    return f"{split}-{key}"
+  return f"{split}-{key}-{shard:05d}-of-{num_shards:05d}"
+
+
 def _load(path: pathlib.Path) -> TokenCache:
   meta = json.loads((path / "meta.json").read_text())
   names = json.loads((path / "names.json").read_text())
@@ -148,6 +187,26 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
   (`meta["report"]["skipped_short"]`); binary and undecodable files are skipped
   unless `keep_binary_files` (see `documents.binary_kind`), and counted too.
   """
+  return load_or_build_shards(task, split, vocabulary, [0], 1, data_dir, progress=progress,
+                              keep_binary_files=keep_binary_files,
+                              text_feature=text_feature)[0]
+
+
+def load_or_build_shards(task: str, split: str, vocabulary: seqio.Vocabulary,
+                         shards: Sequence[int], num_shards: int,
+                         data_dir: Optional[PathLike] = None, progress: bool = True,
+                         keep_binary_files: bool = False, text_feature: str = "text"
+                         ) -> list[TokenCache]:
+  """The token caches of `shards` of `task`/`split` cut into `num_shards` (see the
+  module docstring), those missing built in one pass over the split's documents.
+
+  Arguments as `load_or_build`; `shards` are in [0, num_shards). With `num_shards`
+  1 and `shards` [0], the whole split's cache (`load_or_build`). In a shard's
+  `meta["report"]`, `documents` and `skipped_short` count the shard's documents,
+  the other counts the files skipped while reading the whole split.
+  """
+  if num_shards < 1 or not shards or any(not 0 <= s < num_shards for s in shards):
+    raise ValueError(f"shards {list(shards)} must be in [0, num_shards={num_shards})")
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   reader = tasks.get_reader(task, text_feature)
   vocab_lib.check_vocabulary_for_task(vocabulary, task)
@@ -155,46 +214,56 @@ def load_or_build(task: str, split: str, vocabulary: seqio.Vocabulary,
   vocabulary_fp = vocab_lib.vocabulary_fingerprint(vocabulary)
   key = cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens,
                   keep_binary_files)
-  path = resolve_data_dir(data_dir) / "tokens" / task / f"{split}-{key}"
+  folder = resolve_data_dir(data_dir) / "tokens" / task
+  paths = {s: folder / cache_folder_name(split, key, s, num_shards) for s in shards}
   build = functools.partial(
-      _build, task=task, split=split, key=key, reader=reader, vocabulary=vocabulary,
-      vocabulary_fp=vocabulary_fp, min_tokens=min_tokens, data_dir=data_dir,
-      progress=progress, keep_binary_files=keep_binary_files)
-  if not data_dir_lib.is_remote(path):
-    local = pathlib.Path(path)
-    if not (local / "meta.json").is_file():
-      _build_in_place(local, build)
-    return _load(local)
-  if not (path / "meta.json").is_file():
-    _build_and_upload(path, build)
-  return dataclasses.replace(_load(_downloaded(path)), path=path)
+      _build, num_shards=num_shards, task=task, split=split, key=key, reader=reader,
+      vocabulary=vocabulary, vocabulary_fp=vocabulary_fp, min_tokens=min_tokens,
+      data_dir=data_dir, progress=progress, keep_binary_files=keep_binary_files)
+  missing = {s: path for s, path in paths.items() if not (path / "meta.json").is_file()}
+  if not data_dir_lib.is_remote(folder):
+    if missing:
+      _build_in_place({s: pathlib.Path(path) for s, path in missing.items()}, build)
+    return [_load(pathlib.Path(paths[s])) for s in shards]
+  if missing:
+    _build_and_upload(missing, build)
+  return [dataclasses.replace(_load(_downloaded(paths[s])), path=paths[s]) for s in shards]
 
 
-def _build_in_place(path: pathlib.Path, build: Callable[[pathlib.Path], None]) -> None:
-  """Builds the local cache folder `path` in a temporary folder renamed into place."""
-  tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
-  try:
-    build(tmp)
-    os.rename(tmp, path)
-  except OSError:
-    if not (path / "meta.json").is_file():
-      raise
-    # Another process finished the same cache first; theirs is identical.
-  finally:
+def _build_in_place(folders: Dict[int, pathlib.Path],
+                    build: Callable[[Dict[int, pathlib.Path]], None]) -> None:
+  """Builds the local cache folders {shard: folder} in temporary folders, each renamed
+  into place."""
+  tmps = {s: path.with_name(f"{path.name}.tmp-{os.getpid()}") for s, path in folders.items()}
+  for tmp in tmps.values():
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+  try:
+    build(tmps)
+    for shard, path in folders.items():
+      try:
+        os.rename(tmps[shard], path)
+      except OSError:
+        if not (path / "meta.json").is_file():
+          raise
+        # Another process finished the same cache first; theirs is identical.
+  finally:
+    for tmp in tmps.values():
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _build_and_upload(remote: epath.Path, build: Callable[[pathlib.Path], None]) -> None:
-  """Builds the remote cache folder in its local copy, then uploads it (`meta.json`
-  last: a concurrent builder's files are identical)."""
-  local = data_dir_lib.local_copy_path(remote)
-  if not (local / "meta.json").is_file():
-    _build_in_place(local, build)
-  remote.mkdir(parents=True, exist_ok=True)
-  for name in CACHE_FILES:
-    data_dir_lib.copy_file(local / name, remote / name)
+def _build_and_upload(remotes: Dict[int, epath.Path],
+                      build: Callable[[Dict[int, pathlib.Path]], None]) -> None:
+  """Builds the remote cache folders {shard: folder} in their local copies, then
+  uploads them (`meta.json` last: a concurrent builder's files are identical)."""
+  local = {s: data_dir_lib.local_copy_path(remote) for s, remote in remotes.items()}
+  unbuilt = {s: path for s, path in local.items() if not (path / "meta.json").is_file()}
+  if unbuilt:
+    _build_in_place(unbuilt, build)
+  for shard, remote in remotes.items():
+    remote.mkdir(parents=True, exist_ok=True)
+    for name in CACHE_FILES:
+      data_dir_lib.copy_file(local[shard] / name, remote / name)
 
 
 def _downloaded(remote: epath.Path) -> pathlib.Path:
@@ -203,41 +272,82 @@ def _downloaded(remote: epath.Path) -> pathlib.Path:
   if (local / "meta.json").is_file():
     return local
 
-  def download(folder: pathlib.Path) -> None:
+  def download(folders: Dict[int, pathlib.Path]) -> None:
     for name in CACHE_FILES:
-      data_dir_lib.copy_file(remote / name, folder / name)
+      data_dir_lib.copy_file(remote / name, folders[0] / name)
 
-  _build_in_place(local, download)
+  _build_in_place({0: local}, download)
   return local
 
 
-def _build(folder: pathlib.Path, *, task: str, split: str, key: str, reader,
-           vocabulary: seqio.Vocabulary, vocabulary_fp: str, min_tokens: int,
-           data_dir: Optional[PathLike], progress: bool, keep_binary_files: bool) -> None:
-  """Tokenises the split's documents into the cache files under `folder`."""
+class _ShardWriter:
+  """The files of one cache folder, written one document at a time."""
+
+  def __init__(self, folder: pathlib.Path, vocabulary_fp: str, dtype: np.dtype):
+    self.folder, self.dtype = folder, dtype
+    self.tokens = open(folder / "tokens.bin", "wb")  # pylint: disable=consider-using-with
+    self.names, self.offsets, self.total = [], [0], 0
+    self.content = ContentHash(vocabulary_fp)
+    self.skipped_short = 0
+
+  def add(self, name: str, ids: np.ndarray, min_tokens: int) -> None:
+    """Appends a document's token ids, or counts it as short."""
+    if len(ids) < min_tokens:
+      self.skipped_short += 1
+      return
+    data = ids.astype(self.dtype).tobytes()
+    self.tokens.write(data)
+    self.content.add(name, data)
+    self.total += len(ids)
+    self.names.append(name)
+    self.offsets.append(self.total)
+
+  def finish(self, described: dict[str, Any], report: ReadReport,
+             shard: Optional[dict[str, int]]) -> None:
+    """Writes the offsets, names and (last) `meta.json`: `described` (task, split,
+    key, vocabulary, vocab_size) and what was written; `shard` adds the shard's
+    place (None for a whole split)."""
+    self.tokens.close()
+    np.save(self.folder / "offsets.npy", np.asarray(self.offsets, np.int64))
+    (self.folder / "names.json").write_text(json.dumps(self.names))
+    report = dataclasses.replace(report, documents=len(self.names),
+                                 skipped_short=self.skipped_short)
+    meta = dict(task=described["task"], split=described["split"], key=described["key"],
+                content_hash=self.content.value(), vocabulary=described["vocabulary"],
+                vocab_size=described["vocab_size"], dtype=self.dtype.name,
+                total_tokens=self.total, num_documents=len(self.names),
+                min_tokens=described["min_tokens"],
+                keep_binary_files=described["keep_binary_files"], report=report.as_dict(),
+                **(shard or {}))
+    (self.folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _build(folders: Dict[int, pathlib.Path], *, num_shards: int, task: str, split: str,
+           key: str, reader, vocabulary: seqio.Vocabulary, vocabulary_fp: str,
+           min_tokens: int, data_dir: Optional[PathLike], progress: bool,
+           keep_binary_files: bool) -> None:
+  """Reads the split's documents once and tokenises those of the shards of `folders`
+  ({shard: folder}) into their cache files."""
   dtype = token_dtype(vocabulary)
   report = ReadReport()
-  names, offsets, total = [], [0], 0
-  content = ContentHash(vocabulary_fp)
+  writers = {s: _ShardWriter(folder, vocabulary_fp, dtype) for s, folder in folders.items()}
   documents = reader.documents(split, data_dir, report, keep_binary_files=keep_binary_files)
-  with open(folder / "tokens.bin", "wb") as out:
-    for document in tqdm.tqdm(documents, desc=f"tokenising {task}/{split}", unit="doc",
+  what = f"{task}/{split}" + (f" shards {sorted(folders)} of {num_shards}"
+                              if num_shards > 1 else "")
+  read = 0
+  try:
+    for document in tqdm.tqdm(documents, desc=f"tokenising {what}", unit="doc",
                               disable=not progress, leave=False):
-      ids = vocab_lib.encode(vocabulary, document.text)
-      if len(ids) < min_tokens:
-        report.skipped_short += 1
-        report.documents -= 1
-        continue
-      data = ids.astype(dtype).tobytes()
-      out.write(data)
-      content.add(document.name, data)
-      total += len(ids)
-      names.append(document.name)
-      offsets.append(total)
-  np.save(folder / "offsets.npy", np.asarray(offsets, np.int64))
-  (folder / "names.json").write_text(json.dumps(names))
-  meta = dict(task=task, split=split, key=key, content_hash=content.value(),
-              vocabulary=vocabulary_fp, vocab_size=vocabulary.vocab_size, dtype=dtype.name,
-              total_tokens=total, num_documents=len(names), min_tokens=min_tokens,
-              keep_binary_files=keep_binary_files, report=report.as_dict())
-  (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+      writer = writers.get(read % num_shards)
+      read += 1
+      if writer is not None:
+        writer.add(document.name, vocab_lib.encode(vocabulary, document.text), min_tokens)
+  finally:
+    for writer in writers.values():
+      writer.tokens.close()
+  described = dict(task=task, split=split, key=key, vocabulary=vocabulary_fp,
+                   vocab_size=vocabulary.vocab_size, min_tokens=min_tokens,
+                   keep_binary_files=keep_binary_files)
+  for shard, writer in writers.items():
+    writer.finish(described, report, dict(shard=shard, num_shards=num_shards,
+                                          split_documents=read) if num_shards > 1 else None)

@@ -10,14 +10,13 @@ A workdir may be local or remote (`gs://...`): paths go through `etils.epath`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from typing import Any, List, Optional, Tuple
 
 from etils import epath
 import jax
 
-from memorizing_jax.checkpointing import fallback, trees
+from memorizing_jax.checkpointing import fallback, items, trees
 from memorizing_jax.data.data_dir import absolute_location
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import  # (for callers)
 
@@ -60,9 +59,9 @@ def resolve_step(workdir: str, step: Optional[int] = None) -> Tuple[str, int]:
 
 def operative_gin(directory: str, step: int) -> str:
   """The gin config stored with the checkpoint (else the workdir's config.gin)."""
-  stored = epath.Path(directory) / str(step) / "config" / "metadata"
-  if stored.is_file():
-    return json.loads(stored.read_text())["gin"]
+  stored = items.read_json_item(directory, step, items.CONFIG_ITEM)
+  if stored is not None:
+    return stored["gin"]
   for candidate in (os.path.join(directory, "config.gin"),
                     os.path.join(os.path.dirname(directory), "config.gin")):
     if epath.Path(candidate).is_file():

@@ -20,9 +20,12 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   The config is the operative gin config stored with the checkpoint; the
   parameters are read straight onto this process's devices, whatever mesh (or
   number of hosts) trained them; the vocabulary is the one stored with the run
-  (`<workdir>/vocabulary/`: neither the corpus nor the data cache is needed), or,
-  for a run stored without one (older versions), the task's vocabulary from the data
-  cache (trained again identically if missing).
+  (`<workdir>/vocabulary/`: neither the corpus nor the data cache is needed), else
+  the one saved in the checkpoint (a checkpoint folder copied without its workdir
+  loads alone), or, for a run stored without either (older versions), the task's
+  vocabulary from the data cache (trained again identically if missing). The
+  workdir's copy comes first because it is the one the trainer resumes with, so
+  that a damaged one is reported here too; it must be the one the checkpoint saved.
 
   Args:
     workdir: the run's workdir (or its `checkpoints/` folder).
@@ -34,8 +37,8 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   Raises:
     NoCheckpointError: no checkpoint (of that step) in the workdir.
     CorruptCheckpointError: no intact checkpoint (or the step asked for is damaged).
-    StoredVocabularyError: the run's stored vocabulary is damaged or does not fit its
-      config.
+    StoredVocabularyError: the run's vocabulary (the copy used) is damaged, the
+      workdir's differs from the checkpoint's, or it does not fit the run's config.
   """
   requested_step = step
   directory, step = checkpoint.resolve_step(workdir, step)
@@ -57,7 +60,9 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
   vocabulary = stored_vocab.run_vocabulary(
       os.path.dirname(directory), data_config.task, data_config.vocabulary,
       data_config.vocabulary_size, data_dir=data_config.data_dir,
-      text_feature=data_config.text_feature, model_vocab_size=model_config.vocab_size)
+      text_feature=data_config.text_feature, model_vocab_size=model_config.vocab_size,
+      checkpoints=directory, steps=[s for s in checkpoint.checkpoint_steps(workdir)
+                                    if s <= step])
   return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
                      workdir=absolute_location(workdir), data_config=data_config)
 

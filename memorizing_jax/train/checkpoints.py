@@ -1,11 +1,15 @@
-"""Checkpoints: orbax `CheckpointManager` with three named items.
+"""Checkpoints: orbax `CheckpointManager` with named items.
 
-  state   the TrainState (step, params, optimizer state, ModelState with the
-          memories and XL caches), sharded, saved asynchronously;
-  data    the data stream's position (JSON), so a resumed run reads on exactly;
-  config  the operative gin config (JSON), also written as `config.gin`;
-  digests a digest of every array of the state (JSON), checked on restore
-          (`memorizing_jax/checkpointing/digests.py`).
+  state       the TrainState (step, params, optimizer state, ModelState with the
+              memories and XL caches), sharded, saved asynchronously;
+  data        the data stream's position (JSON), so a resumed run reads on exactly;
+  config      the operative gin config (JSON), also written as `config.gin`;
+  digests     a digest of every array of the state (JSON), checked on restore
+              (`memorizing_jax/checkpointing/digests.py`);
+  vocabulary  the run's vocabulary (JSON: its description and, for SentencePiece,
+              the model file), copied from `<workdir>/vocabulary/` when the workdir
+              stores one, so that a checkpoint folder copied alone still loads
+              (`memorizing_jax/data/stored_vocab.py`).
 
 Resuming takes the newest intact checkpoint: a damaged one is reported, moved
 aside (`<step>.damaged`) and the next older one is used
@@ -28,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from memorizing_jax.checkpointing import fallback
+from memorizing_jax.checkpointing import fallback, items
 from memorizing_jax.data.data_dir import absolute_location, is_remote
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import
 from memorizing_jax.checkpointing.trees import CheckpointMismatchError  # pylint: disable=unused-import
@@ -102,7 +106,8 @@ def shard_positions(positions: Dict[str, Any], shards: List[int], num_shards: in
 
 
 class Checkpointer:
-  """Saves and restores the train state, data position and gin config of one run.
+  """Saves and restores the train state, data position and gin config of one run,
+  and saves its vocabulary with each checkpoint.
 
   Args:
     directory: where the step folders go (`<workdir>/checkpoints`).
@@ -117,9 +122,11 @@ class Checkpointer:
                                            create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
         "state": ocp.StandardCheckpointHandler(),
-        "data": ocp.JsonCheckpointHandler(),
-        "config": ocp.JsonCheckpointHandler(),
-        fallback.DIGESTS_ITEM: ocp.JsonCheckpointHandler()})
+        items.DATA_ITEM: ocp.JsonCheckpointHandler(),
+        items.CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+        items.DIGESTS_ITEM: ocp.JsonCheckpointHandler(),
+        items.VOCABULARY_ITEM: ocp.JsonCheckpointHandler()})
+    self._vocabulary: Optional[Dict[str, Any]] = None
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -143,11 +150,30 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(**{
+    saved = {
         "state": ocp.args.StandardSave(state),
-        "data": ocp.args.JsonSave(gather_data_positions(data_position)),
-        "config": ocp.args.JsonSave({"gin": gin_config}),
-        fallback.DIGESTS_ITEM: ocp.args.JsonSave(fallback.digests_item(state))}), force=True)
+        items.DATA_ITEM: ocp.args.JsonSave(gather_data_positions(data_position)),
+        items.CONFIG_ITEM: ocp.args.JsonSave({"gin": gin_config}),
+        items.DIGESTS_ITEM: ocp.args.JsonSave(fallback.digests_item(state))}
+    vocabulary = self._vocabulary_item()
+    if vocabulary is not None:
+      saved[items.VOCABULARY_ITEM] = ocp.args.JsonSave(vocabulary)
+    self._manager.save(step, args=ocp.args.Composite(**saved), force=True)
+
+  def _vocabulary_item(self) -> Optional[Dict[str, Any]]:
+    """The vocabulary stored in the workdir (the folder holding `directory`) as a
+    checkpoint item, read once; None while the workdir stores none.
+
+    The trainer stores it before the first save (`train/run_vocabulary.py`), on a
+    file system every process sees, so every process saves the same items.
+
+    Raises:
+      StoredVocabularyError: the workdir's vocabulary is damaged.
+    """
+    if self._vocabulary is None:
+      from memorizing_jax.data import stored_vocab  # pylint: disable=g-import-not-at-top
+      self._vocabulary = stored_vocab.checkpoint_item(os.path.dirname(self.directory))
+    return self._vocabulary
 
   def restore(self, step: int, abstract_state: TrainState) -> Tuple[TrainState, Dict[str, Any]]:
     """Restores checkpoint `step`, verified against its digests (see `restore_latest`).
@@ -210,9 +236,10 @@ class Checkpointer:
           f"{shown}\nTo start a new run from its parameters, use a fresh --workdir and "
           f"--gin_param=\"loop.train.init_from='{self.directory}/{step}'\"; to resume "
           "this run, use the config it was trained with (config.gin in its workdir).")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"]
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        "state": ocp.args.StandardRestore(abstract_state),
+        items.DATA_ITEM: ocp.args.JsonRestore()}))
+    return restored["state"], restored[items.DATA_ITEM]
 
   def _move_aside(self, damaged: Dict[int, str]) -> None:
     """Renames damaged step folders to `<step>.damaged` (kept for inspection; orbax

@@ -6,18 +6,28 @@ reads only its own shards, `batch_size / data_shards` rows each, side by side,
 and the partitioner assembles the global batch. Because the shards, not the
 processes, fix which rows read which documents, one process reading 2 shards
 feeds exactly the global batch that 2 processes reading 1 shard each feed.
+
+Each process tokenises (and caches) only its own shards, in one pass over the
+split (`token_cache.load_or_build_shards`): shard s of S holds the documents s,
+s + S, s + 2S, ... of the split, the same documents in the same order as when
+every process tokenised the whole split and took every S-th, so the data order
+is unchanged (except for tasks that drop documents below a minimum length,
+`c4_4k`: see `token_cache.py`). An evaluation stream knows only its own shards'
+documents, so the processes agree on how many batches all of them yield.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import jax
 import numpy as np
 
+from memorizing_jax.data.streams import MODEL_INPUTS
 from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.train import multihost
 
-MODEL_INPUTS = ("inputs", "targets", "loss_mask", "start_of_sequence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +133,28 @@ class ProcessStream(Iterator[Dict[str, np.ndarray]]):
     return {str(shard): stream.state() for shard, stream in self.streams.items()}
 
   def restore(self, positions: Mapping[str, Any]) -> None:
-    """Continues every shard from `positions` ({"<shard>": state}, more allowed)."""
+    """Continues every shard from `positions` ({"<shard>": state}, more allowed).
+
+    Positions saved by versions that tokenised the whole split on every process
+    (several shards, each state naming the whole split's `tokens`) cannot be
+    checked against a shard's documents: the stream then starts again from its
+    first document, with a warning (as for a checkpoint of another shard count).
+    """
+    states = {shard: positions[str(shard)] for shard in self.streams}
+    if any(_whole_split_state_of_a_shard(state) for state in states.values()):
+      logging.warning(
+          "the checkpoint's data position was saved when every process tokenised the "
+          "whole split; now each tokenises its own shard, and the position cannot be "
+          "checked against it: the training stream starts again from its first document")
+      return
     for shard, stream in self.streams.items():
-      stream.restore(positions[str(shard)])
+      stream.restore(states[shard])
+
+
+def _whole_split_state_of_a_shard(state: Mapping[str, Any]) -> bool:
+  """Whether `state` is a shard's position saved by an older version (see
+  `ProcessStream.restore`)."""
+  return state.get("process_count", 1) > 1 and "tokens" in state
 
 
 def make_stream(config: DataConfig, segment_length: int, vocabulary, mode: str
@@ -135,17 +164,31 @@ def make_stream(config: DataConfig, segment_length: int, vocabulary, mode: str
   Returns a `ProcessStream` over this process's shards: an iterator of dicts of
   numpy arrays ([rows, length] `inputs`, `targets`, `loss_mask`; [rows]
   `start_of_sequence`, ...), with `state()`/`restore()` for checkpointing.
+
+  A collective in eval mode with several processes (all call it): they agree on
+  the number of batches.
   """
-  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import pipeline, token_cache  # pylint: disable=g-import-not-at-top
   train = mode == "train"
+  split = config.train_split if train else config.eval_split
   global_rows = config.batch_size if train else config.eval_batch_size
-  return ProcessStream({shard: pipeline.make_stream(
-      config.task, config.train_split if train else config.eval_split,
-      global_rows // config.num_shards, segment_length, vocabulary=vocabulary, mode=mode,
-      seed=config.seed, process_index=shard, process_count=config.num_shards,
-      data_dir=config.data_dir, text_feature=config.text_feature,
-      keep_binary_files=config.keep_binary_files)
+  # This process's shards, tokenised in one pass over the split where not cached yet.
+  token_cache.load_or_build_shards(config.task, split, vocabulary, config.process_shards(),
+                                   config.num_shards, config.data_dir,
+                                   keep_binary_files=config.keep_binary_files,
+                                   text_feature=config.text_feature)
+  stream = ProcessStream({shard: pipeline.make_stream(
+      config.task, split, global_rows // config.num_shards, segment_length,
+      vocabulary=vocabulary, mode=mode, seed=config.seed, process_index=shard,
+      process_count=config.num_shards, data_dir=config.data_dir,
+      text_feature=config.text_feature, keep_binary_files=config.keep_binary_files)
       for shard in config.process_shards()})
+  if not train:
+    steps = multihost.largest_on_any_process(
+        max(shard_stream.num_steps for shard_stream in stream.streams.values()))
+    for shard_stream in stream.streams.values():
+      shard_stream.extend_eval(steps)
+  return stream
 
 
 def model_inputs(batch: Dict[str, Any]) -> Dict[str, np.ndarray]:

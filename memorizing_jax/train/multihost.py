@@ -3,8 +3,8 @@
 Every process runs the same program on its own devices (JAX's multi-controller
 model): it feeds only its own rows of each batch, and the jitted steps see
 global arrays. This module starts the runtime and lets the processes agree on
-host-side decisions (stop and save on SIGTERM) so that all of them take the
-same collective path.
+host-side decisions (stop and save on SIGTERM, how many evaluation batches) so
+that all of them take the same collective path.
 
 Where the runtime's parameters come from:
   TPU pod slice   nothing to give: `jax.distributed.initialize()` reads them from
@@ -195,6 +195,17 @@ def any_process(flag: bool) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
   return bool(np.asarray(flags).any())
+
+
+def largest_on_any_process(value: int) -> int:
+  """The largest of every process's `value` (a collective: all processes call it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return int(value)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  values = multihost_utils.process_allgather(np.asarray([int(value)], np.int64))
+  return int(np.asarray(values).max())
 
 
 def on_process_zero(fn: Callable[[], T], failed_elsewhere: Exception) -> Optional[T]:

@@ -12,7 +12,11 @@
       every process reads the stored vocabulary: a corpus that grew since the run
       started (whose fingerprint, and so its freshly trained vocabulary, changed)
       resumes with the run's own vocabulary, and its stream restores over the
-      grown corpus. The stored vocabulary must be the one `DataConfig` describes.
+      grown corpus. The stored vocabulary must be the one `DataConfig` describes,
+      and the one the checkpoints saved.
+  resumed run whose workdir lost its `vocabulary/` (checkpoints copied alone)
+      every process reads the vocabulary saved in the newest checkpoint that has
+      one; `store_if_missing` stores it in the workdir again.
   resumed run stored without one (workdirs of older versions)
       every process builds it from the data as before; once the checkpoint has been
       restored with it (proof that it is the run's), `store_if_missing` keeps it.
@@ -50,14 +54,16 @@ def vocabulary_for_run(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Voca
   A collective on a fresh run: every process calls it.
 
   Raises:
-    StoredVocabularyError: the stored vocabulary is damaged or is not the one `data`
-      describes.
+    StoredVocabularyError: the stored vocabulary is damaged, is not the one `data`
+      describes, or is not the one the checkpoints saved.
   """
   if not has_checkpoint(workdir):
     return _build_and_store(workdir, data)
+  checkpoints = os.path.join(workdir, "checkpoints")
   return _stored_vocab().run_vocabulary(
       workdir, data.task, data.vocabulary, data.vocabulary_size, data_dir=data.data_dir,
-      text_feature=data.text_feature)
+      text_feature=data.text_feature, checkpoints=checkpoints,
+      steps=fallback.committed_steps(checkpoints))
 
 
 def _build_and_store(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":

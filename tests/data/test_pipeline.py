@@ -29,7 +29,7 @@ def collect_targets(stream):
     for row, document in enumerate(batch["document_id"].tolist()):
       if document >= 0:
         mask = batch["loss_mask"][row] > 0
-        targets.setdefault(stream.document_names[document], []).extend(
+        targets.setdefault(stream.name_of(document), []).extend(
             batch["targets"][row][mask].tolist())
   return targets
 

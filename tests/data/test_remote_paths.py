@@ -3,6 +3,7 @@
 `local_gcs` (tests/conftest.py) puts every gs://bucket/... path opened through
 etils.epath in a local folder; what is read there must equal what is read locally.
 """
+import json
 import shutil
 
 import numpy as np
@@ -127,3 +128,23 @@ def test_a_pg19_copy_on_gs_is_checked_where_it_is(bucket):
   for split in ("train", "validation", "test"):
     (bucket / "pg19" / split).mkdir()
   assert str(pg19.check_local_copy("gs://bucket/pg19")) == "gs://bucket/pg19"
+
+
+def test_a_vocabulary_saved_in_checkpoints_on_gs_loads(corpus_here_and_in_the_bucket, tmp_path,
+                                                       bucket):
+  """A gs:// workdir without `vocabulary/`: the checkpoint's copy, read through etils."""
+  from memorizing_jax.checkpointing import items  # pylint: disable=g-import-not-at-top
+  tasks.register_folder_task("remote_saved_vocab", "directory",
+                             root=corpus_here_and_in_the_bucket)
+  trained = vocab.get_vocabulary("remote_saved_vocab", "sentencepiece", size=400,
+                                 data_dir=tmp_path / "data", sample_bytes=100_000)
+  stored_vocab.store_vocabulary(str(tmp_path / "source"), trained, "remote_saved_vocab")
+  path = items.json_item_path("gs://bucket/run/checkpoints", 4, items.VOCABULARY_ITEM)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(stored_vocab.checkpoint_item(str(tmp_path / "source"))))
+  assert (bucket / "run" / "checkpoints" / "4" / "vocabulary" / "metadata").is_file()
+  loaded = stored_vocab.run_vocabulary("gs://bucket/run", "remote_saved_vocab",
+                                       "sentencepiece", 400,
+                                       checkpoints="gs://bucket/run/checkpoints", steps=[4])
+  assert loaded.sp_model == trained.sp_model
+  assert loaded.sentencepiece_model_file.startswith(str(tmp_path / "local_copies"))

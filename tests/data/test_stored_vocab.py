@@ -104,3 +104,94 @@ def test_run_vocabulary_prefers_the_stored_one(tiny_sentencepiece, tiny_task, da
                                        data_dir=str(data_dir))
   assert stored.sentencepiece_model_file.startswith(str(tmp_path / "vocabulary"))
   assert stored.sp_model == tiny_sentencepiece.sp_model
+
+
+@pytest.fixture
+def local_copies(tmp_path, monkeypatch):
+  """Local copies of files read from elsewhere (checkpoints' vocabularies) go here."""
+  from memorizing_jax.data import data_dir as data_dir_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(data_dir_lib.LOCAL_COPIES_ENV, str(tmp_path / "local_copies"))
+  return tmp_path / "local_copies"
+
+
+def test_a_checkpoints_copy_loads_as_the_workdirs(tiny_sentencepiece, tiny_task, tmp_path,
+                                                  local_copies):
+  workdir = str(tmp_path / "run")
+  stored_vocab.store_vocabulary(workdir, tiny_sentencepiece, tiny_task)
+  item = json.loads(json.dumps(stored_vocab.checkpoint_item(workdir)))  # as a JSON item
+  _, description = stored_vocab.load_stored_vocabulary(workdir)
+  assert item["description"] == description
+  assert sorted(item["files"]) == sorted([description["model_file"],
+                                          description["model_file"].replace(".model", ".json")])
+  loaded, read_back = stored_vocab.load_checkpoint_item(item, "checkpoints/3")
+  assert read_back == description
+  assert loaded.sp_model == tiny_sentencepiece.sp_model
+  assert loaded.sentencepiece_model_file.startswith(str(local_copies / "vocabularies"))
+  assert list(loaded.encode(TEXT)) == list(tiny_sentencepiece.encode(TEXT))
+  vocab.check_vocabulary_for_task(loaded, tiny_task)  # the sidecar came along
+
+  stored_vocab.store_vocabulary(workdir, vocab.byte_vocabulary(), tiny_task)
+  item = stored_vocab.checkpoint_item(workdir)
+  assert item["files"] == {} and item["description"]["kind"] == "byte"
+  assert isinstance(stored_vocab.load_checkpoint_item(item, "c/1")[0], seqio.ByteVocabulary)
+  assert stored_vocab.checkpoint_item(str(tmp_path / "no_vocabulary_here")) is None
+
+
+def test_a_damaged_checkpoint_copy_is_named(tiny_sentencepiece, tiny_task, tmp_path,
+                                            local_copies):
+  del local_copies
+  workdir = str(tmp_path)
+  stored_vocab.store_vocabulary(workdir, tiny_sentencepiece, tiny_task)
+  item = stored_vocab.checkpoint_item(workdir)
+  model_file = item["description"]["model_file"]
+  flipped = dict(item, files=dict(item["files"]))
+  data = flipped["files"][model_file]
+  flipped["files"][model_file] = data[:100] + ("A" if data[100] != "A" else "B") + data[101:]
+  with pytest.raises(StoredVocabularyError,
+                     match=r"model saved in checkpoint c/3 is damaged .*load another step"):
+    stored_vocab.load_checkpoint_item(flipped, "c/3")
+  with pytest.raises(StoredVocabularyError, match=r"model saved in checkpoint c/3 is missing"):
+    stored_vocab.load_checkpoint_item(dict(item, files={}), "c/3")
+  with pytest.raises(StoredVocabularyError, match=r"saved in checkpoint c/3 is unreadable"):
+    stored_vocab.load_checkpoint_item(dict(item, files={model_file: "not base64!"}), "c/3")
+  with pytest.raises(StoredVocabularyError, match=r"saved in checkpoint c/3 is unreadable"):
+    stored_vocab.load_checkpoint_item(dict(item, files={"../x.model": data}), "c/3")
+  # A damaged workdir copy is not copied into checkpoints.
+  (tmp_path / "vocabulary" / model_file).write_bytes(b"not a model")
+  with pytest.raises(StoredVocabularyError, match=r"\.model is damaged"):
+    stored_vocab.checkpoint_item(workdir)
+
+
+def _save_item(checkpoints, step, item):
+  """Writes a checkpoint's vocabulary item where orbax's JSON handler puts it."""
+  from memorizing_jax.checkpointing import items  # pylint: disable=g-import-not-at-top
+  path = items.json_item_path(str(checkpoints), step, items.VOCABULARY_ITEM)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(item if isinstance(item, str) else json.dumps(item))
+
+
+def test_run_vocabulary_takes_the_checkpoints_copy_when_the_workdir_has_none(
+    tiny_sentencepiece, tiny_task, tmp_path, local_copies, caplog):
+  del local_copies
+  source, workdir = str(tmp_path / "source"), tmp_path / "run"
+  stored_vocab.store_vocabulary(source, tiny_sentencepiece, tiny_task)
+  item = stored_vocab.checkpoint_item(source)
+  checkpoints = workdir / "checkpoints"
+  _save_item(checkpoints, 3, item)
+  _save_item(checkpoints, 6, "{damaged")
+  args = (str(workdir), tiny_task, "sentencepiece", 400)
+  # Step 6's copy is unreadable; step 3's serves (every step saves the same one).
+  loaded = stored_vocab.run_vocabulary(*args, checkpoints=str(checkpoints), steps=[3, 6])
+  assert loaded.sp_model == tiny_sentencepiece.sp_model
+  with pytest.raises(StoredVocabularyError, match=r"stores no vocabulary and the one saved "
+                                                  r"in its checkpoints is unreadable"):
+    stored_vocab.run_vocabulary(*args, checkpoints=str(checkpoints), steps=[6])
+  with pytest.raises(StoredVocabularyError, match=r"size 400 \(asked: 500\)"):
+    stored_vocab.run_vocabulary(str(workdir), tiny_task, "sentencepiece", 500,
+                                checkpoints=str(checkpoints), steps=[3])
+  # With a workdir copy, an unreadable checkpoint copy is only a warning.
+  stored_vocab.store_vocabulary(str(workdir), tiny_sentencepiece, tiny_task)
+  with caplog.at_level("WARNING"):
+    loaded = stored_vocab.run_vocabulary(*args, checkpoints=str(checkpoints), steps=[6])
+  assert loaded.sentencepiece_model_file.startswith(str(workdir / "vocabulary"))
+  assert "the vocabulary saved in the checkpoints is unreadable" in caplog.text

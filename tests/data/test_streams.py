@@ -300,3 +300,65 @@ def test_a_grown_corpus_with_another_setting_changed_names_only_that_setting():
   grown = stream_with_prefix_identity(docs + make_documents([4], seed=1), 2, 4)
   with pytest.raises(ValueError, match=r"\(batch_size: saved 1 != this stream's 2\)$"):
     grown.restore(state)
+
+
+def shard_of(docs, shard, num_shards, batch_size, segment_length, **kwargs):
+  """A stream given only the documents of `shard` (ids shard, shard + S, ...), as a
+  process that tokenised only its own shard builds it."""
+  ids = np.arange(shard, len(docs), num_shards)
+  return make_stream([docs[i] for i in ids], batch_size, segment_length, process_index=shard,
+                     process_count=num_shards, document_ids=ids, **kwargs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(0, 30), min_size=3, max_size=10),
+       batch_size=st.integers(1, 3), segment_length=st.integers(1, 6),
+       mode=st.sampled_from(["train", "eval"]), num_shards=st.integers(2, 3),
+       stop_at=st.integers(0, 20))
+def test_a_stream_over_its_shard_only_reads_as_one_over_the_whole_split(
+    lengths, batch_size, segment_length, mode, num_shards, stop_at):
+  """Same batches (document ids included) as a stream given every document, and it
+  resumes exactly from its own states."""
+  docs = make_documents(lengths)
+  for shard in range(num_shards):
+    kwargs = dict(mode=mode, seed=4)
+    whole = make_stream(docs, batch_size, segment_length, process_index=shard,
+                        process_count=num_shards, **kwargs)
+    own = shard_of(docs, shard, num_shards, batch_size, segment_length, **kwargs)
+    if mode == "eval":
+      own.extend_eval(whole.num_steps)  # what the processes agree on
+    reference = list(_take(whole, 40))
+    head = list(_take(own, stop_at))
+    resumed = shard_of(docs, shard, num_shards, batch_size, segment_length, **kwargs)
+    if mode == "eval":
+      resumed.extend_eval(whole.num_steps)
+    resumed.restore(json.loads(json.dumps(own.state())))
+    got = head + list(_take(resumed, 40 - len(head)))
+    assert len(got) == len(reference)
+    for got_batch, want in zip(got, reference):
+      for key in want:
+        np.testing.assert_array_equal(got_batch[key], want[key])
+
+
+def test_names_and_eval_steps_of_a_stream_over_its_shard():
+  docs = make_documents([3, 20, 4, 2, 5])
+  own = streams.SegmentStream(
+      np.concatenate([docs[1], docs[3]]).astype(np.uint16),
+      np.cumsum([0, len(docs[1]), len(docs[3])]), 1, 4, mode="eval", process_index=1,
+      process_count=2, document_ids=[1, 3], document_names=["b", "d"])
+  assert (own.name_of(1), own.name_of(3)) == ("b", "d")
+  with pytest.raises(KeyError, match="no document with id 2"):
+    own.name_of(2)
+  # Its own documents take ceil(21 / 4) = 6 and ceil(3 / 4) = 1 segments: 7 steps.
+  assert own.num_steps == 7
+  own.extend_eval(9)  # the most another process needs
+  batches = list(own)
+  assert [bool(b["loss_mask"].any()) for b in batches] == [True] * 7 + [False] * 2
+  with pytest.raises(ValueError, match=r"extend_eval\(8\) needs an eval stream of at most"):
+    own.extend_eval(8)
+  with pytest.raises(ValueError, match="document_ids must be 2 ascending ids"):
+    make_stream(docs[:2], 1, 4, document_ids=[3, 1])
+  state = shard_of(docs, 1, 2, 1, 4).state()
+  state["row_document"] = [4]
+  with pytest.raises(ValueError, match=r"rows read documents \[4\], which this stream"):
+    shard_of(docs, 1, 2, 1, 4).restore(state)

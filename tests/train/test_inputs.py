@@ -1,6 +1,11 @@
 """DataConfig reaches the data pipeline: binary files of a folder corpus are skipped
-unless the run asks to keep them."""
-from memorizing_jax.data import tasks, vocab
+unless the run asks to keep them; a process reading two shards resumes them."""
+import json
+import logging
+
+import numpy as np
+
+from memorizing_jax.data import streams, tasks, token_cache, vocab
 from memorizing_jax.train import inputs
 
 
@@ -22,3 +27,53 @@ def test_keep_binary_files_reaches_the_stream(tmp_path):
 
   assert documents(False) == ["a.py"]
   assert documents(True) == ["a.py", "b.so"]
+
+
+def _two_shards(corpus, data_dir):
+  task, _ = corpus
+  return inputs.DataConfig(task=task, vocabulary="byte", batch_size=4, eval_batch_size=4,
+                           data_dir=str(data_dir), data_shards=2)
+
+
+def test_a_process_of_two_shards_resumes_them_exactly(corpus, tmp_path):
+  config = _two_shards(corpus, tmp_path)
+  byte_vocabulary = vocab.byte_vocabulary()
+  reference = inputs.make_stream(config, 16, byte_vocabulary, "train")
+  want = [next(reference) for _ in range(12)]
+  first = inputs.make_stream(config, 16, byte_vocabulary, "train")
+  for _ in range(5):
+    next(first)
+  resumed = inputs.make_stream(config, 16, byte_vocabulary, "train")
+  resumed.restore(json.loads(json.dumps(first.state())))
+  for want_batch in want[5:]:
+    got = next(resumed)
+    for key in want_batch:
+      np.testing.assert_array_equal(got[key], want_batch[key])
+
+
+def test_a_shard_position_saved_over_the_whole_split_starts_the_stream_again(
+    corpus, tmp_path, caplog):
+  """Before shard caches, each shard's stream read the whole split's cache and its
+  position named the whole split's tokens; such a position cannot be checked
+  against a shard's cache, so the stream starts from its first document."""
+  config = _two_shards(corpus, tmp_path)
+  byte_vocabulary = vocab.byte_vocabulary()
+  whole = token_cache.load_or_build(config.task, "train", byte_vocabulary, config.data_dir,
+                                    progress=False)
+  legacy = {}
+  for shard in (0, 1):
+    old = streams.SegmentStream(
+        whole.tokens, whole.offsets, 2, 16, process_index=shard, process_count=2,
+        identity=dict(task=config.task, split="train", vocabulary=whole.meta["vocabulary"],
+                      tokens=whole.content_hash))
+    for _ in range(3):
+      next(old)
+    legacy[str(shard)] = old.state()
+  fresh = next(inputs.make_stream(config, 16, byte_vocabulary, "train"))
+  resumed = inputs.make_stream(config, 16, byte_vocabulary, "train")
+  with caplog.at_level(logging.WARNING):
+    resumed.restore(json.loads(json.dumps(legacy)))
+  assert "starts again from its first document" in caplog.text
+  got = next(resumed)
+  for key in fresh:
+    np.testing.assert_array_equal(got[key], fresh[key])
