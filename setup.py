@@ -35,11 +35,13 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     # `memorizing-jax-train` is `python -m memorizing_jax.main`; `memorizing-jax-compile`
-    # is `python -m memorizing_jax.compile`.
+    # is `python -m memorizing_jax.compile`; `memorizing-jax-evaluate` is
+    # `python -m memorizing_jax.evaluate`.
     entry_points={
         "console_scripts": [
             "memorizing-jax-train = memorizing_jax.main:run",
             "memorizing-jax-compile = memorizing_jax.compile:run",
+            "memorizing-jax-evaluate = memorizing_jax.evaluate:run",
         ],
     },
     extras_require={

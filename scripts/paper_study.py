@@ -8,7 +8,8 @@ r"""Runs the paper-claims study at small scale and writes docs/results/.
 
 Each run trains with the ordinary entry point (`python -m memorizing_jax.main`, the
 command is printed and recorded) into `<runs_dir>/<study>/<run>`, then is scored by
-`memorizing_jax.study.evaluate` on its eval split from a fresh model state. Its
+`memorizing_jax.study.evaluate` (the evaluation command's `evaluate_checkpoint`, plus the
+synthetic task's recall counts) on its eval split from a fresh model state. Its
 result is a record `<out>/records/<study>__<run>.json`; after every run the table
 (`<out>/results.md`) and plots are rewritten from all records.
 
@@ -98,10 +99,10 @@ class RunSpec:
   # goes on at the rate the source run ended with instead of warming up again to the peak.
   learning_rate: Optional[float] = None
   # Where the evaluation splits perplexity by position in the document (see
-  # `evaluate.position_sums`); () for none.
+  # `inference.evaluation.Split.by_position`); () for none.
   position_edges: Tuple[int, ...] = ()
   # Where it splits perplexity by the distance copying would find a target at
-  # (see `evaluate.copy_source_sums`); () for none.
+  # (see `inference.evaluation.Split.by_copy_source`); () for none.
   copy_edges: Tuple[int, ...] = ()
   # Bindings given to every run of the study (`--gin_param`), before the run's own.
   extra_gin_params: Tuple[str, ...] = ()
@@ -272,15 +273,10 @@ def latest_step(workdir: str) -> Optional[int]:
 
 
 def evaluate(spec: RunSpec, runs_dir: str, step: Optional[int] = None) -> dict:
-  """Scores the run's checkpoint at `step`, default the latest (in this process,
-  after parsing its gin)."""
-  from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  """Scores the run's checkpoint at `step`, default the latest, in this process, as
+  `python -m memorizing_jax.evaluate` does (the run's config comes from its workdir)."""
   from memorizing_jax.study import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import inputs, loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
-  configs = configured(spec, runs_dir, ModelConfig, inputs.DataConfig,
-                       optimizer.OptimizerConfig, partitioner.MeshConfig, loop.TrainerConfig)
-  return evaluate_lib.evaluate_run(spec.workdir(runs_dir), *configs,
-                                   max_batches=spec.eval_batches,
+  return evaluate_lib.evaluate_run(spec.workdir(runs_dir), max_batches=spec.eval_batches,
                                    position_edges=spec.position_edges, step=step,
                                    copy_edges=spec.copy_edges)
 

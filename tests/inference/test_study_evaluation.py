@@ -27,9 +27,8 @@ def _configs(workdir):
 def scored(trained_workdir):
   from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
   configs = _configs(trained_workdir)
-  latest = evaluate.evaluate_run(trained_workdir, *configs, max_batches=3,
-                                 position_edges=(16, 40))
-  earlier = evaluate.evaluate_run(trained_workdir, *configs, max_batches=3, step=3)
+  latest = evaluate.evaluate_run(trained_workdir, max_batches=3, position_edges=(16, 40))
+  earlier = evaluate.evaluate_run(trained_workdir, max_batches=3, step=3)
   return configs, latest, earlier
 
 
@@ -40,11 +39,11 @@ def test_latest_and_chosen_checkpoint(scored, trained_workdir, tmp_path):
   assert latest["tokens"] == earlier["tokens"] > 0
   assert latest["loss"] != earlier["loss"]  # other parameters
   assert "by_position" not in earlier
-  with pytest.raises(FileNotFoundError, match=r"step 4 .* has steps \[3, 6\]"):
-    evaluate.evaluate_run(trained_workdir, *configs, max_batches=1, step=4)
+  with pytest.raises(FileNotFoundError, match=r"step 4 .* holds steps \[3, 6\]"):
+    evaluate.evaluate_run(trained_workdir, max_batches=1, step=4)
   # A workdir that does not exist is reported, not created.
   with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-    evaluate.evaluate_run(str(tmp_path / "absent"), *configs)
+    evaluate.evaluate_run(str(tmp_path / "absent"))
   assert not (tmp_path / "absent").exists()
 
 
@@ -62,6 +61,7 @@ def test_position_split_adds_up_to_the_whole(scored):
 
 def test_copy_source_split_counts_what_a_brute_force_copy_finds(scored, trained_workdir):
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
   from tests.data.test_repeats import naive_copy  # pylint: disable=g-import-not-at-top
@@ -71,15 +71,14 @@ def test_copy_source_split_counts_what_a_brute_force_copy_finds(scored, trained_
   # 8 batches: positions 0-127 of the first 8 documents, past their 24 definitions
   # (72 characters) into uses that repeat an earlier statement.
   batches = 8
-  scores = evaluate.evaluate_run(trained_workdir, *configs, max_batches=batches,
-                                 copy_edges=(8, 24), copy_context=2)
+  scores = evaluate.evaluate_run(trained_workdir, max_batches=batches, copy_edges=(8, 24),
+                                 copy_context=2)
   buckets = scores["by_copy_source"]
   assert scores["copy_context"] == 2
   assert [(b["start"], b["end"]) for b in buckets] == [
       (None, None), (0, 8), (8, 24), (24, None)]
   # The same 3 eval batches, each target found in its document's text (byte id + 3).
-  texts = [d.text for d in evaluate._synthetic_reader(data_config.task).documents(  # pylint: disable=protected-access
-      data_config.eval_split)]
+  texts = [d.text for d in tasks.get_reader(data_config.task).documents(data_config.eval_split)]
   stream = inputs.make_stream(data_config, model_config.segment_length,
                               inputs.load_vocabulary(data_config), mode="eval")
   expected = [0, 0, 0, 0]

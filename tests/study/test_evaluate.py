@@ -1,4 +1,5 @@
-"""Value-token accounting of the study's evaluation, on real stream batches."""
+"""Value-token accounting of the study's evaluation, on real stream batches (the splits by
+position and copy source are tested with the evaluation core: tests/inference/test_evaluation_core.py)."""
 import numpy as np
 import pytest
 
@@ -64,42 +65,7 @@ def test_retrieval_hits_on_the_source_statement():
     assert counts.retrieval_hit_rate() == (1.0 if hits else 0.0), shift
 
 
-@pytest.mark.parametrize("edges", [(5,), (16, 40), (1, 2, 3, 100)])
-def test_position_sums_match_a_walk_over_the_documents(edges):
-  """Each target's 'loss' is its token id, so every bucket's sum and count can be
-  computed from the documents alone: document d is read as d + [eos], position p."""
-  rng = np.random.default_rng(0)
-  docs = [rng.integers(3, 50, size=n) for n in (7, 45, 0, 31, 16)]
-  eos = 1
-  expected_loss, expected_count = np.zeros(len(edges) + 1), np.zeros(len(edges) + 1)
-  for doc in docs:
-    for p, token in enumerate([*doc.tolist(), eos]):
-      bucket = sum(p >= e for e in edges)
-      expected_loss[bucket] += token
-      expected_count[bucket] += 1
-  offsets = np.cumsum([0] + [len(d) for d in docs])
-  stream = SegmentStream(np.concatenate(docs), offsets, 3, 8, mode="eval", eos_id=eos)
-  loss, count = np.zeros(len(edges) + 1), np.zeros(len(edges) + 1)
-  for b in stream:
-    batch_loss, batch_count = evaluate.position_sums(
-        b["targets"].astype(np.float32), b["loss_mask"], b["token_offset"], edges)
-    loss += batch_loss
-    count += batch_count
-  np.testing.assert_array_equal(count, expected_count)
-  np.testing.assert_allclose(loss, expected_loss)
-
-
-def test_position_buckets_perplexity():
-  buckets = evaluate.position_buckets(np.array([2.0, 0.0, 3.0]), np.array([2, 0, 1]), (10, 20))
-  assert [(b["start"], b["end"], b["tokens"]) for b in buckets] == [
-      (0, 10, 2), (10, 20, 0), (20, None, 1)]
-  assert buckets[0]["perplexity"] == pytest.approx(np.e)
-  assert buckets[1]["perplexity"] is None
-  assert buckets[2]["perplexity"] == pytest.approx(np.e ** 3)
-
-
 @pytest.mark.parametrize("edges", [(8, 8), (9, 3), (0, 4)])
 def test_bad_position_edges(edges):
   with pytest.raises(ValueError, match="position_edges"):
-    evaluate.evaluate_run("/nonexistent", None, None, None, None, None,
-                          position_edges=edges)
+    evaluate.evaluate_run("/nonexistent", position_edges=edges)
