@@ -1,10 +1,10 @@
 """The external kNN memory: a pytree state and pure functions on it."""
 from memorizing_jax.memory import lookup as lookup_lib
 from memorizing_jax.memory.lookup import METHODS, NEG_INF, RETRIEVED, LookupResult, lookup
-from memorizing_jax.memory.shard_local import lookup_on_shards, lookup_then_write
-from memorizing_jax.memory.sharded import sharded_lookup
+from memorizing_jax.memory.retrieval import Retrieval
+from memorizing_jax.memory.shard_local import retrieve, retrieve_then_write
 from memorizing_jax.memory.state import MemoryState, init, reset, ring_positions, write
 
-__all__ = ["METHODS", "NEG_INF", "RETRIEVED", "LookupResult", "MemoryState", "init", "lookup",
-           "lookup_lib", "lookup_on_shards", "lookup_then_write", "reset", "ring_positions",
-           "sharded_lookup", "write"]
+__all__ = ["METHODS", "NEG_INF", "RETRIEVED", "LookupResult", "MemoryState", "Retrieval", "init",
+           "lookup", "lookup_lib", "reset", "retrieve", "retrieve_then_write", "ring_positions",
+           "write"]

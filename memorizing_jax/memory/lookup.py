@@ -190,7 +190,7 @@ def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
 
 
 @jax.custom_vjp
-def _scores_with_gradient(queries: jax.Array, top_keys: jax.Array, scores: jax.Array
+def scores_with_gradient(queries: jax.Array, top_keys: jax.Array, scores: jax.Array
                           ) -> jax.Array:
   """`scores` (the selection's q . key, [b, h, q, k]), differentiable w.r.t. `queries`
   ([b, h, q, d]) as q . key is, through the retrieved keys ([b, h, q, k, d])."""
@@ -208,7 +208,7 @@ def _scores_backward(residuals, cotangent):
   # In the keys' dtype (bf16 on accelerators, as the queries and so their gradient
   # are): a float32 product makes the TPU keep a float32 copy of the retrieved keys.
   grad = jnp.einsum("bhqk,bhqkd->bhqd", cotangent.astype(top_keys.dtype), top_keys)
-  # Inside shard_map with the slots split (sharded_lookup), each shard's keys add
+  # Inside shard_map with the slots split (retrieval.py), each shard's keys add
   # their part to queries that are the same on every shard: sum the parts.
   split = sorted(_varying_axes(grad) - _varying_axes(empty_queries))
   if split:
@@ -224,7 +224,7 @@ def _varying_axes(x: jax.Array) -> frozenset:
   return frozenset(aval.mat.varying)
 
 
-_scores_with_gradient.defvjp(_scores_forward, _scores_backward)
+scores_with_gradient.defvjp(_scores_forward, _scores_backward)
 
 
 def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Array:
@@ -320,6 +320,6 @@ def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Ar
   valid = slot_ids < num_valid[:, None, None, None]
   top_keys, top_values, valid, scores = (checkpoint_name(x, RETRIEVED)
                                          for x in (top_keys, top_values, valid, scores))
-  scores = jnp.where(valid, _scores_with_gradient(queries, top_keys, scores), NEG_INF)
+  scores = jnp.where(valid, scores_with_gradient(queries, top_keys, scores), NEG_INF)
   return LookupResult(scores=scores, keys=top_keys, values=top_values,
                       positions=top_positions, valid=valid, slots=slot_ids)

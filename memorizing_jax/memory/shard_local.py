@@ -1,112 +1,168 @@
-"""Lookup and write that run where the memory lives: one device, its rows and heads.
+"""Retrieval and write that run where the memory lives: each device its own rows, heads
+and (when the memory's slots are split) slots.
 
-A memory sharded over a device mesh (rows over one mesh axis, heads over another)
-is searched and written inside `jax.shard_map` over the ambient mesh (set by
-`jax.set_mesh`, or `jax.sharding.use_abstract_mesh` while tracing): each device
-runs `lookup` and `write` on its own block of rows and heads, so the compiled
-program moves no key or value between devices, forward or backward. Without a
-mesh, or with a memory that is not split, these are `lookup` and `write` on the
-whole arrays: the same code path.
+A memory sharded over a device mesh (rows over one mesh axis, heads over another,
+optionally slots over a third) is searched, attended to and written inside
+`jax.shard_map` over the ambient mesh (set by `jax.set_mesh`, or
+`jax.sharding.use_abstract_mesh` while tracing):
+- rows and heads split: each device runs `lookup` and `write` on its own block, so
+  the compiled program moves no key or value between devices, forward or backward;
+- slots split as well: each device looks up its own slots and the shards exchange
+  only the candidates' scores and slot ids, then add up their parts of the
+  attention's output (`retrieval.py`); each new entry is written by the shard that
+  holds its ring slot, from the segment's keys and values every shard has.
+Without a mesh, or with a memory that is not split, this is `lookup` and `write`
+on the whole arrays: the same code path.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from memorizing_jax.memory.lookup import LookupResult, check_lookup_args, lookup
+from memorizing_jax.memory.lookup import check_lookup_args, lookup
+from memorizing_jax.memory.retrieval import Retrieval, attend, lookup_slot_shard
 from memorizing_jax.memory.state import MemoryState, write
 
 
-def _mesh_and_axes(placement: Optional[P]):
-  """(ambient mesh, rows axis, heads axis), or None when nothing is split."""
+class _Placement(NamedTuple):
+  """The ambient mesh and the mesh axes of a memory's rows, heads and slots."""
+  mesh: jax.sharding.AbstractMesh
+  batch: Optional[str]
+  heads: Optional[str]
+  slots: Optional[str]
+
+
+def _placement(placement: Optional[P]) -> Optional[_Placement]:
+  """Where the memory lives, or None when nothing is split."""
   if placement is None:
     return None
   entries = tuple(placement) + (None,) * (4 - len(placement))
-  batch_axis, heads_axis, slots_axis, dim_axis = entries
-  if slots_axis is not None or dim_axis is not None:
+  if entries[3] is not None:
     raise ValueError(
-        f"the memory is placed as {placement}: its slots or head_dim are split over the mesh, "
-        "which the model's kNN layer does not support (every key and value would move); map "
-        "the logical axes memory_slots and kv to None in the logical-axis rules")
+        f"the memory is placed as {placement}: its head_dim is split over the mesh, which "
+        "the model's kNN layer does not support; map the logical axis kv to None in the "
+        "logical-axis rules")
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or (batch_axis is None and heads_axis is None):
+  if mesh.empty:
     return None
-  return mesh, batch_axis, heads_axis
+  split = [axis if axis is not None and mesh.shape[axis] > 1 else None
+           for axis in entries[:3]]
+  if all(axis is None for axis in split):
+    return None
+  return _Placement(mesh, *split)
 
 
-def _specs(batch_axis, heads_axis):
-  """PartitionSpecs of a MemoryState and of [batch, heads, ...] arrays."""
-  rows_heads = P(batch_axis, heads_axis)
-  state = MemoryState(keys=rows_heads, values=rows_heads, count=P(batch_axis),
-                      positions=P(batch_axis))
-  return state, rows_heads
+def _order_after(found, state: MemoryState, keys: jax.Array, through_count: bool
+                 ) -> Tuple[MemoryState, jax.Array]:
+  """(state, keys) made to depend on the lookup's results, unchanged in value.
 
-
-def _local_lookup_then_write(state, queries, keys, values, *, k, method, recall_target,
-                             with_positions):
-  found = lookup(state, queries, k, method=method, recall_target=recall_target,
-                 with_positions=with_positions)
-  # Every read of the memory must finish before the write updates it in place, or
-  # XLA keeps the old memory readable by copying all of it (twice) every step.
-  # Optimisation barriers are dropped early on CPU, so make the write's slot
-  # indices depend on the lookup's results instead: `count` below equals
-  # state.count, but XLA cannot prove it and so orders the lookup first.
+  Every read of the memory must finish before the write updates it in place, or XLA
+  keeps the old memory readable by copying all of it (twice) every step.
+  Optimisation barriers are dropped early on CPU, so make the write's slot indices
+  (through `count`) or, where `count` must stay the same on every shard of the slots,
+  its entries depend on the lookup instead: XLA cannot prove that the probe is never
+  NaN, and so orders the lookup first.
+  """
   probe = jax.lax.stop_gradient(found.scores[:, 0, 0, 0]) + found.values[:, 0, 0, 0, 0]
-  probe = probe.astype(jnp.float32) + found.slots[:, 0, 0, 0].astype(jnp.float32)
-  state = state.replace(count=jnp.minimum(state.count + jnp.isnan(probe).astype(jnp.int32),
-                                          state.count))
-  return found, write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values))
+  probe = jnp.isnan(probe.astype(jnp.float32) + found.slots[:, 0, 0, 0].astype(jnp.float32))
+  if through_count:
+    count = jnp.minimum(state.count + probe.astype(jnp.int32), state.count)
+    return state.replace(count=count), keys
+  return state, jnp.where(probe[:, None, None, None], 0, keys)
 
 
-def lookup_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
-                      values: jax.Array, k: int, *, method: str = "exact",
-                      recall_target: float = 0.95, placement: Optional[P] = None,
-                      with_positions: bool = True) -> Tuple[LookupResult, MemoryState]:
-  """Looks up the queries, then writes the segment's keys/values, shard by shard.
+def _whole(state, queries, keys, values, scale, *, k, method, recall_target, dtype, write_too):
+  """Retrieval (and write) on the arrays given: the whole memory, or one device's rows
+  and heads of it."""
+  # The positions are not gathered: `ring_positions` gives them.
+  found = lookup(state, queries, k, method=method, recall_target=recall_target,
+                 with_positions=False)
+  out, weights = attend(found, scale, dtype)
+  retrieval = Retrieval(out=out, scores=found.scores, weights=weights, valid=found.valid,
+                        slots=found.slots)
+  if not write_too:
+    return retrieval, state
+  state, keys = _order_after(found, state, keys, through_count=True)
+  return retrieval, write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values))
+
+
+def _slot_shard(state, queries, keys, values, scale, *, k, method, recall_target, dtype,
+                write_too, slot_axis, total_slots):
+  """Retrieval (and write) on one device's shard of the slots (see retrieval.py)."""
+  found = lookup_slot_shard(state, queries, k, slot_axis=slot_axis, total_slots=total_slots,
+                            method=method, recall_target=recall_target)
+  out, weights = attend(found, scale, dtype)
+  retrieval = Retrieval(out=jax.lax.psum(out, slot_axis), scores=found.scores,
+                        weights=weights, valid=found.valid, slots=found.slots)
+  if not write_too:
+    return retrieval, state
+  state, keys = _order_after(found, state, keys, through_count=False)
+  first = jax.lax.axis_index(slot_axis) * state.keys.shape[2]
+  return retrieval, write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values),
+                          slot_range=(first, total_slots))
+
+
+def retrieve_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
+                        values: jax.Array, k: int, scale: jax.Array, *,
+                        method: str = "exact", recall_target: float = 0.95,
+                        placement: Optional[P] = None, dtype=jnp.float32,
+                        write_too: bool = True) -> Tuple[Retrieval, MemoryState]:
+  """Looks up the queries and attends to what they find, then writes the segment's
+  keys/values, shard by shard.
 
   Args:
     state: the memory, keys [batch, heads, slots, head_dim].
     queries: [batch, heads, queries, head_dim].
     keys, values: [batch, heads, length, head_dim] written after the lookup (so a
       segment never retrieves itself).
-    k, method, recall_target, with_positions: as for `lookup`.
+    k, method, recall_target: as for `lookup`.
+    scale: [heads] multiplier of the scores in the softmax (`retrieval.attend`).
     placement: where the memory's [batch, heads, slots, head_dim] live on the
-      ambient mesh, e.g. PartitionSpec("data", "model"); None: not split.
+      ambient mesh, e.g. PartitionSpec("data", "model", "memory"); None: not split.
+    dtype: the dtype of the attention's output.
+    write_too: False only reads the memory (decoding), returning it unchanged.
   Returns:
-    (the LookupResult, placed like the queries; the new memory).
+    (the Retrieval, placed like the queries; the new memory).
   """
   check_lookup_args(state, queries, k, method, recall_target)
-  local = lambda s, q, kk, v: _local_lookup_then_write(
-      s, q, kk, v, k=k, method=method, recall_target=recall_target,
-      with_positions=with_positions)
-  placed = _mesh_and_axes(placement)
+  options = dict(k=k, method=method, recall_target=recall_target, dtype=dtype,
+                 write_too=write_too)
+  placed = _placement(placement)
   if placed is None:
-    return local(state, queries, keys, values)
-  mesh, batch_axis, heads_axis = placed
-  state_spec, rows_heads = _specs(batch_axis, heads_axis)
-  # check_vma=False: the new `count` and `positions` pass through the ordering probe,
-  # which reads the shard's own heads, so JAX cannot prove them equal across the
-  # heads axis; they are (the probe never changes them).
-  return jax.shard_map(local, mesh=mesh,
-                       in_specs=(state_spec, rows_heads, rows_heads, rows_heads),
-                       out_specs=(rows_heads, state_spec), check_vma=False)(
-                           state, queries, keys, values)
+    return _whole(state, queries, keys, values, scale, **options)
+  rows_heads = P(placed.batch, placed.heads)
+  if placed.slots is None:
+    state_spec = MemoryState(keys=rows_heads, values=rows_heads, count=P(placed.batch),
+                             positions=P(placed.batch))
+    # check_vma=False: the new `count` passes through the ordering probe, which reads
+    # the shard's own heads, so JAX cannot prove it equal across the heads axis; it
+    # is (the probe never changes it).
+    local = lambda s, q, kk, v, sc: _whole(s, q, kk, v, sc, **options)
+    check_vma = False
+  else:
+    memory_spec = P(placed.batch, placed.heads, placed.slots)
+    state_spec = MemoryState(keys=memory_spec, values=memory_spec, count=P(placed.batch),
+                             positions=P(placed.batch, placed.slots))
+    local = lambda s, q, kk, v, sc: _slot_shard(s, q, kk, v, sc, slot_axis=placed.slots,
+                                                total_slots=state.slots, **options)
+    check_vma = True
+  retrieval_spec = Retrieval(out=rows_heads, scores=rows_heads, weights=rows_heads,
+                             valid=rows_heads, slots=rows_heads)
+  return jax.shard_map(local, mesh=placed.mesh,
+                       in_specs=(state_spec, rows_heads, rows_heads, rows_heads,
+                                 P(placed.heads)),
+                       out_specs=(retrieval_spec, state_spec), check_vma=check_vma)(
+                           state, queries, keys, values, scale)
 
 
-def lookup_on_shards(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exact",
-                     recall_target: float = 0.95, placement: Optional[P] = None,
-                     with_positions: bool = True) -> LookupResult:
-  """`lookup`, shard by shard (see `lookup_then_write`); the memory is only read."""
-  check_lookup_args(state, queries, k, method, recall_target)
-  local = lambda s, q: lookup(s, q, k, method=method, recall_target=recall_target,
-                              with_positions=with_positions)
-  placed = _mesh_and_axes(placement)
-  if placed is None:
-    return local(state, queries)
-  mesh, batch_axis, heads_axis = placed
-  state_spec, rows_heads = _specs(batch_axis, heads_axis)
-  return jax.shard_map(local, mesh=mesh, in_specs=(state_spec, rows_heads),
-                       out_specs=rows_heads)(state, queries)
+def retrieve(state: MemoryState, queries: jax.Array, k: int, scale: jax.Array, *,
+             method: str = "exact", recall_target: float = 0.95,
+             placement: Optional[P] = None, dtype=jnp.float32) -> Retrieval:
+  """`retrieve_then_write` without the write: the memory is only read."""
+  empty = queries[:, :, :0]
+  return retrieve_then_write(state, queries, empty, empty, k, scale, method=method,
+                             recall_target=recall_target, placement=placement, dtype=dtype,
+                             write_too=False)[0]

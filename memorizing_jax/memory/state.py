@@ -6,7 +6,7 @@ Nothing here is differentiable: everything stored passes through `stop_gradient`
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import flax.struct
 import jax
@@ -93,8 +93,8 @@ def reset(state: MemoryState, mask: jax.Array) -> MemoryState:
 
 
 def write(state: MemoryState, keys: jax.Array, values: jax.Array,
-          positions: Optional[jax.Array] = None, mask: Optional[jax.Array] = None
-          ) -> MemoryState:
+          positions: Optional[jax.Array] = None, mask: Optional[jax.Array] = None,
+          slot_range: Optional[Tuple[jax.Array, int]] = None) -> MemoryState:
   """Appends a segment's keys/values to each row's ring buffer.
 
   Args:
@@ -107,10 +107,15 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
     mask: [batch] bool, the rows to write (default: all); the other rows are left
       unchanged (decoding a batch whose rows complete their segments at different
       times).
+    slot_range: (first slot, the memory's slots) when `state` holds one shard of a
+      memory whose slots are split across devices: its slots are the memory's
+      `first .. first + state.slots - 1`, and it keeps the entries that land there
+      (`count` is the whole memory's). Default: `state` is the whole memory.
   Returns:
     The new state; `count` grows by `length` in the rows written.
   """
   b, h, s, d = state.keys.shape
+  first, total = (0, s) if slot_range is None else slot_range
   if keys.ndim != 4 or keys.shape[0] != b or keys.shape[1] != h or keys.shape[3] != d:
     raise ValueError(f"write keys must be [batch={b}, heads={h}, length, head_dim={d}], "
                      f"got {keys.shape}")
@@ -132,16 +137,25 @@ def write(state: MemoryState, keys: jax.Array, values: jax.Array,
   mask = jnp.ones((b,), bool) if mask is None else jnp.asarray(mask, bool)
   if mask.shape != (b,):
     raise ValueError(f"write mask must have shape ({b},) (batch,), got {mask.shape}")
-  if length > s:  # only the newest `slots` entries survive
-    keys, values, positions = keys[:, :, -s:], values[:, :, -s:], positions[:, -s:]
-    offset = state.count + (length - s)
-    length = s
+  if length > total:  # only the newest `slots` entries survive
+    keys, values = keys[:, :, -total:], values[:, :, -total:]
+    positions = positions[:, -total:]
+    offset = state.count + (length - total)
+    length = total
   else:
     offset = state.count
   # Entry j of the row goes to slot (offset + j) % slots.
-  start = offset % s
-  slot_ids = (start[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]) % s
+  start = offset % total
+  slot_ids = (start[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]) % total
   rows = jnp.arange(b)[:, None]
+  if slot_range is not None:  # a shard keeps the entries of its own slots
+    local_ids = slot_ids - first
+    owned = (local_ids >= 0) & (local_ids < s) & mask[:, None]
+    new_positions = state.positions.at[rows, jnp.where(owned, local_ids, s)].set(
+        positions, mode="drop")
+    return MemoryState(keys=_write_shard(state.keys, keys, start, mask, first, total),
+                       values=_write_shard(state.values, values, start, mask, first, total),
+                       count=state.count + written * mask, positions=new_positions)
   positions = jnp.where(mask[:, None], positions, state.positions[rows, slot_ids])
   new_positions = state.positions.at[rows, slot_ids].set(positions, unique_indices=True)
   return MemoryState(keys=_write_blocks(state.keys, keys, start, mask),
@@ -186,3 +200,41 @@ def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax
     return jax.lax.dynamic_update_slice_in_dim(row, blend(0, slots - first), 0, axis=1)
 
   return jax.vmap(one_row)(buffer, doubled, start, mask)
+
+
+def _write_shard(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax.Array,
+                 first: jax.Array, total: int) -> jax.Array:
+  """`_write_blocks` for one shard of a memory whose slots are split across devices.
+
+  Args:
+    buffer: [batch, heads, local slots, head_dim], the memory's slots
+      first .. first + local - 1.
+    new: [batch, heads, length, head_dim], length <= total.
+    start: [batch] int32, the memory's slot of each row's first new entry.
+    mask: [batch] bool, the rows written.
+    first: [] int32, the shard's first slot; total: the memory's slots.
+  Returns:
+    The buffer with each of its slots g (the memory's) that entry j = (g - start) %
+    total < length lands on holding new[:, :, j].
+
+  The entries a shard receives lie in at most two runs of its slots, one from its
+  first slot (entries that began on an earlier shard or wrapped around the ring)
+  and one from `start`, each at most min(length, local) long, so the write is two
+  in-place window updates per row, as in `_write_blocks`.
+  """
+  local, length = buffer.shape[2], new.shape[2]
+  width = min(length, local)
+  i = jnp.arange(width, dtype=jnp.int32)
+
+  def one_row(row, entries, row_start, enabled):  # [h, local, d], [h, length, d], [], []
+    def blend(window):  # local slots window .. window + width - 1
+      entry = jnp.mod(first + window + i - row_start, total)
+      inside = (entry < length) & enabled
+      taken = jnp.take(entries, jnp.minimum(entry, length - 1), axis=1)
+      old = jax.lax.dynamic_slice_in_dim(row, window, width, axis=1)
+      return jnp.where(inside[None, :, None], taken, old)
+    window = jnp.clip(row_start - first, 0, local - width)
+    row = jax.lax.dynamic_update_slice_in_dim(row, blend(window), window, axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(row, blend(0), 0, axis=1)
+
+  return jax.vmap(one_row)(buffer, new, start, mask)

@@ -81,22 +81,17 @@ class MemoryMix(nn.Module):
     """
     cfg = self.config
     state = memory.reset(memory_state, start_of_sequence)
-    # The memory stays on its shards: each device searches and writes its own rows
-    # and heads (see memory/shard_local.py).
+    # The memory stays on its shards: each device searches and writes its own rows,
+    # heads and slots (see memory/shard_local.py).
     placement = axes.ambient_spec(axes.MEMORY_AXES, state.keys.shape)
-    if query_offset is None:
-      found, new_state = memory.lookup_then_write(
-          state, queries, keys, values, cfg.knn_k, method=cfg.lookup_method,
-          recall_target=cfg.recall_target, placement=placement)
-    else:  # decoding reads the memory only; the segment is written when it completes
-      found = memory.lookup_on_shards(state, queries, cfg.knn_k, method=cfg.lookup_method,
-                                     recall_target=cfg.recall_target, placement=placement)
+    # Decoding reads the memory only; the segment is written when it completes.
+    found, new_state = memory.retrieve_then_write(
+        state, queries, keys, values, cfg.knn_k, scale, method=cfg.lookup_method,
+        recall_target=cfg.recall_target, placement=placement, dtype=local_out.dtype,
+        write_too=query_offset is None)
+    if query_offset is not None:
       new_state = memory_state
-    logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], memory.NEG_INF)
-    weights = jnp.where(found.valid, jax.nn.softmax(logits, axis=-1), 0.0)
-    retrieved_values = jax.lax.stop_gradient(found.values).astype(local_out.dtype)
-    memory_out = jnp.einsum("bhqk,bhqkd->bhqd", weights.astype(local_out.dtype),
-                            retrieved_values)
+    memory_out, weights = found.out, found.weights
 
     gate_bias = self.param("gate_bias",
                            nn.with_logical_partitioning(

@@ -11,12 +11,15 @@ APPROX_TOP_K_CALL = "custom_call @ApproxTopK"
 def lowered_text(method, platforms, sharded=False):
   state = jax.eval_shape(lambda: memory.init(2, 2, 1024, 16))
   queries = jax.ShapeDtypeStruct((2, 2, 8, 16), jnp.float32)
-  if sharded:
+  if sharded:  # the slots split over "model" (retrieval.py)
     mesh = jax.make_mesh((2, 4), ("data", "model"),
                          axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    fn = lambda s, q: memory.sharded_lookup(s, q, 4, mesh=mesh, method=method)
-  else:
-    fn = lambda s, q: memory.lookup(s, q, 4, method=method)
+    scale = jnp.ones((2,), jnp.float32)
+    placement = jax.sharding.PartitionSpec("data", None, "model")
+    fn = lambda s, q: memory.retrieve(s, q, 4, scale, method=method, placement=placement)
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return jax.export.export(jax.jit(fn), platforms=platforms)(state, queries).mlir_module()
+  fn = lambda s, q: memory.lookup(s, q, 4, method=method)
   return jax.export.export(jax.jit(fn), platforms=platforms)(state, queries).mlir_module()
 
 

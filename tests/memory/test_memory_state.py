@@ -13,6 +13,8 @@ BATCH, HEADS, HEAD_DIM = 3, 2, 2
 # Compiled once per shape; hypothesis draws lengths from a few shapes.
 jit_write = jax.jit(memory.write)
 jit_reset = jax.jit(memory.reset)
+write_shard = jax.jit(lambda state, keys, values, mask, first, total: memory.write(
+    state, keys, values, mask=mask, slot_range=(first, total)), static_argnums=5)
 
 _operations = st.lists(
     st.one_of(
@@ -129,3 +131,33 @@ def test_ring_positions_are_the_stored_positions_of_in_order_writes(slots, opera
   computed = np.asarray(memory.ring_positions(state.count, every_slot, slots))
   valid = np.asarray(state.valid_slots())
   np.testing.assert_array_equal(computed[valid], np.asarray(state.positions)[valid])
+
+
+@hypothesis.settings(max_examples=15, deadline=None)
+@hypothesis.given(layout=st.sampled_from([(16, 4), (12, 3), (8, 2), (8, 8)]),
+                  lengths=st.lists(st.sampled_from([1, 3, 5, 8, 9, 20]), min_size=1,
+                                   max_size=5),
+                  seed=st.integers(0, 2**16))
+def test_each_slot_shard_writes_what_the_whole_memory_holds_in_its_slots(layout, lengths,
+                                                                         seed):
+  """A memory of `total` slots cut into shards, each written with the whole segment and
+  its slot range: side by side they equal the whole memory, writes wrapping the ring,
+  crossing shard boundaries and longer than a shard or the memory included."""
+  total, shards = layout
+  local = total // shards
+  rng = np.random.default_rng(seed)
+  whole = memory.init(BATCH, HEADS, total, HEAD_DIM)
+  parts = [memory.init(BATCH, HEADS, local, HEAD_DIM) for _ in range(shards)]
+  for length in lengths:
+    keys = jnp.asarray(rng.normal(size=(BATCH, HEADS, length, HEAD_DIM)), jnp.float32)
+    values = jnp.asarray(rng.normal(size=(BATCH, HEADS, length, HEAD_DIM)), jnp.float32)
+    mask = jnp.asarray(rng.random(BATCH) < 0.8)
+    whole = jit_write(whole, keys, values, mask=mask)
+    parts = [write_shard(p, keys, values, mask, jnp.int32(i * local), total)
+             for i, p in enumerate(parts)]
+  for name in ("keys", "values", "positions"):
+    side_by_side = np.concatenate([np.asarray(getattr(p, name)) for p in parts],
+                                  axis=2 if name != "positions" else 1)
+    np.testing.assert_array_equal(side_by_side, np.asarray(getattr(whole, name)))
+  for p in parts:
+    np.testing.assert_array_equal(p.count, whole.count)

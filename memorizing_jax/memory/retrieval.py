@@ -1,0 +1,122 @@
+"""What a kNN layer's queries retrieve and attend to, and the lookup on one shard of a
+memory whose slots are split across devices.
+
+`attend` is the kNN layer's attention over its retrieved entries: a softmax of the
+scaled scores of the valid entries, and the weighted sum of their values.
+
+A memory's slots may be split over a mesh axis (the logical axis `memory_slots`):
+device i of that axis holds the slots [i * S / M, (i + 1) * S / M) of every row's
+memory. `lookup_slot_shard` runs on one such device, inside `jax.shard_map`:
+1. it selects the top-k of its own slots (`select_slots`);
+2. the shards exchange those candidates' scores and slot ids only (an all-gather
+   over the slot axis of [batch, heads, queries, k] per shard), and each takes the
+   top-k of the union: for "exact" the unsharded top-k (the top-k of a union lies
+   in the union of the top-k's); for "approx" each shard bins its own slots, so the
+   recall is at least the unsharded lookup's;
+3. it gathers the winning entries it holds, and zeros for the others.
+The caller attends with those partial values and sums the shards' outputs
+(`jax.lax.psum`, [batch, heads, queries, head_dim]): no key or value leaves its shard.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from memorizing_jax.memory import binning
+from memorizing_jax.memory.lookup import (NEG_INF, RETRIEVED, LookupResult, scores_with_gradient,
+                                          select_slots, take_rows)
+from memorizing_jax.memory.state import MemoryState
+
+
+@flax.struct.dataclass
+class Retrieval:
+  """What one kNN layer's queries retrieved, and the attention over it.
+
+  Attributes:
+    out: [batch, heads, queries, head_dim] the softmax-weighted sum of the retrieved
+      values (0 where a query found nothing).
+    scores: [batch, heads, queries, k] float32 q . key (NEG_INF where not valid),
+      differentiable w.r.t. the queries.
+    weights: [batch, heads, queries, k] float32 softmax weights (0 where not valid).
+    valid: [batch, heads, queries, k] bool.
+    slots: [batch, heads, queries, k] int32, the memory's slots the entries came from.
+  """
+
+  out: jax.Array
+  scores: jax.Array
+  weights: jax.Array
+  valid: jax.Array
+  slots: jax.Array
+
+
+def attend(found: LookupResult, scale: jax.Array, dtype) -> Tuple[jax.Array, jax.Array]:
+  """The attention over retrieved entries: (out [b, h, q, d] in `dtype`, weights
+  [b, h, q, k] float32), the weights a softmax over the valid entries of
+  scale[head] * score, the values taken without gradient.
+
+  Args:
+    found: the lookup's result (on a slot shard: values of other shards' entries 0,
+      so `out` is this shard's part of the sum).
+    scale: [heads] multiplier of the scores (the layer's temperature).
+  """
+  logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], NEG_INF)
+  weights = jnp.where(found.valid, jax.nn.softmax(logits, axis=-1), 0.0)
+  values = jax.lax.stop_gradient(found.values).astype(dtype)
+  return jnp.einsum("bhqk,bhqkd->bhqd", weights.astype(dtype), values), weights
+
+
+def _all_gather_invariant(x: jax.Array, axis_name: str) -> jax.Array:
+  """Every shard's `x` side by side along axis 3 (k); typed as the same on every shard
+  of `axis_name`."""
+  gather = getattr(jax.lax, "all_gather_invariant", None)
+  if gather is not None:
+    return gather(x, axis_name, axis=3, tiled=True)
+  return jax.lax.all_gather(x, axis_name, axis=3, tiled=True, to="invarying")
+
+
+def lookup_slot_shard(state: MemoryState, queries: jax.Array, k: int, *, slot_axis: str,
+                      total_slots: int, method: str, recall_target: float) -> LookupResult:
+  """The top-k entries of the whole memory, run on one shard of its slots (see the
+  module docstring); call it inside `jax.shard_map` over `slot_axis`.
+
+  Args:
+    state: this shard's memory: keys/values [batch, heads, local slots, head_dim] (the
+      memory's slots first .. first + local - 1, first = shard * local), positions
+      [batch, local slots], count [batch] (the whole memory's).
+    queries: [batch, heads, queries, head_dim], the same on every shard.
+    total_slots: the whole memory's slots.
+  Returns:
+    A LookupResult whose scores, valid and slots (the memory's) are the same on every
+    shard, and whose keys and values are this shard's entries (0 for the others');
+    positions None (`ring_positions` gives them).
+  """
+  local = state.keys.shape[2]
+  first = jax.lax.axis_index(slot_axis) * local
+  filled = jnp.minimum(state.count, total_slots)
+  num_valid = jnp.clip(filled - first, 0, local).astype(jnp.int32)
+  ids, scores = select_slots(state.keys, num_valid, queries, min(k, local), method=method,
+                             recall_target=recall_target)
+  ranking = jnp.where(ids < num_valid[:, None, None, None], scores, binning.EMPTY_SCORE)
+  all_scores = _all_gather_invariant(ranking, slot_axis)
+  all_slots = _all_gather_invariant(ids + first, slot_axis)
+  top_scores, best = jax.lax.top_k(all_scores, k)
+  slots = jnp.take_along_axis(all_slots, best, axis=-1)
+  valid = slots < filled[:, None, None, None]
+  mine = (slots >= first) & (slots < first + local)
+  b, h, _, d = state.keys.shape
+  local_ids = jnp.clip(slots - first, 0, local - 1).reshape(b * h, *slots.shape[2:])
+
+  def take(table):  # this shard's winning entries, 0 for the others'
+    rows = take_rows(jax.lax.stop_gradient(table).reshape(b * h, local, d), local_ids)
+    return jnp.where(mine[..., None], rows.reshape(*slots.shape, d), 0)
+
+  top_keys, top_values = take(state.keys), take(state.values)
+  top_keys, top_values, valid, top_scores = (checkpoint_name(x, RETRIEVED)
+                                             for x in (top_keys, top_values, valid, top_scores))
+  scores = jnp.where(valid, scores_with_gradient(queries, top_keys, top_scores), NEG_INF)
+  return LookupResult(scores=scores, keys=top_keys, values=top_values, positions=None,
+                      valid=valid, slots=slots)
