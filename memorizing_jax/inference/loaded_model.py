@@ -10,10 +10,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, List, Optional, Sequence, Union
 
+import jax
 import numpy as np
 
 from memorizing_jax.inference import explanation, generation, reading, scoring
@@ -83,6 +85,9 @@ class LoadedModel:
     step: the checkpoint's step.
     workdir: where it came from.
     data_config: the run's `DataConfig` (task, vocabulary settings).
+    mesh: the mesh the parameters are laid out on (None: one device). `score`,
+      `generate` and `explain` run with it set (`jax.set_mesh`), so the memory is
+      split over it as in training: rows, heads and, with a `memory` axis, slots.
   """
 
   config: ModelConfig
@@ -91,6 +96,7 @@ class LoadedModel:
   step: int
   workdir: str
   data_config: Any = None
+  mesh: Any = None
 
   def __repr__(self) -> str:
     c = self.config
@@ -138,6 +144,10 @@ class LoadedModel:
 
   # -- compiled pieces, built once ------------------------------------------------
 
+  def _on_mesh(self):
+    """The context the model runs in: its mesh set, if it has one."""
+    return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
+
   @functools.cached_property
   def module(self) -> MemorizingTransformer:
     return MemorizingTransformer(self.config)
@@ -179,8 +189,9 @@ class LoadedModel:
         which = f" (text {row} of the batch)" if batch is not None else ""
         raise ValueError(f"score: the text is empty{which} (it has no tokens); give a "
                          "non-empty text")
-    segments = list(reading.read_batch(self.config, self._reader, self.params, rows,
-                                       self.pad_id, memory=memory))
+    with self._on_mesh():
+      segments = list(reading.read_batch(self.config, self._reader, self.params, rows,
+                                         self.pad_id, memory=memory))
     scores = []
     for row, ids in enumerate(rows):
       cut = [(s.loss[row, :s.counts[row]], s.predictions[row, :s.counts[row]])
@@ -223,10 +234,11 @@ class LoadedModel:
     batch = as_batch(prompts)
     rows = [self.encode(p, what="prompt") for p in (batch if batch is not None
                                                    else [prompts])]
-    tokens, log_probs, lengths = self.decoder.generate(
-        self.params, rows, self.pad_id, max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, seeds=[seed + b for b in range(len(rows))],
-        stop_ids=(self.eos_id,) if stop_at_eos else (), on_token=on_token, memory=memory)
+    with self._on_mesh():
+      tokens, log_probs, lengths = self.decoder.generate(
+          self.params, rows, self.pad_id, max_new_tokens, temperature=temperature,
+          top_k=top_k, top_p=top_p, seeds=[seed + b for b in range(len(rows))],
+          stop_ids=(self.eos_id,) if stop_at_eos else (), on_token=on_token, memory=memory)
     results = []
     for row, ids in enumerate(rows):
       new = tokens[row, :lengths[row]]
@@ -249,10 +261,10 @@ class LoadedModel:
       raise ValueError("explain: the text is empty (it has no tokens); give a non-empty text")
     # Both passes run the same compiled function, so where the memory is empty in both
     # (the first segment) their losses agree bit for bit.
-    with_memory = list(reading.read_tokens(self.config, self._diagnostics_reader, self.params,
-                                           ids, self.pad_id, with_diagnostics=True,
-                                           memory=memory))
-    without = list(reading.read_tokens(self.config, self._diagnostics_reader, self.params, ids,
-                                       self.pad_id, with_diagnostics=True, memory=False))
+    with self._on_mesh():
+      with_memory, without = (
+          list(reading.read_tokens(self.config, self._diagnostics_reader, self.params, ids,
+                                   self.pad_id, with_diagnostics=True, memory=on))
+          for on in (memory, False))
     return explanation.assemble(ids, self.pieces(ids), with_memory, without, memory,
                                 self.config.num_heads, self.config.knn_k)

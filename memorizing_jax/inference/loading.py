@@ -64,5 +64,5 @@ def load(workdir: str, step: Optional[int] = None, mesh: Optional[Mesh] = None) 
       checkpoints=directory, steps=[s for s in checkpoint.checkpoint_steps(workdir)
                                     if s <= step])
   return LoadedModel(config=model_config, params=params, vocabulary=vocabulary, step=step,
-                     workdir=absolute_location(workdir), data_config=data_config)
+                     workdir=absolute_location(workdir), data_config=data_config, mesh=mesh)
 

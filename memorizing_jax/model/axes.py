@@ -2,7 +2,7 @@
 
 Parameters and state carry logical names (`batch`, `heads`, `memory_slots`, ...).
 One rule list (t5x / MaxText style) maps them onto a mesh with axes `data` and
-`model`; a mesh axis that does not divide an array's dimension is dropped for that
+`model` (and the memory's slots onto `memory`); a mesh axis that does not divide an array's dimension is dropped for that
 array (the dimension is replicated). The trainer and the model's kNN layer both
 place the memory with `fit_spec`, so the shards the model works on inside
 `jax.shard_map` are the ones the state already lives in.
@@ -21,7 +21,8 @@ from jax.sharding import Mesh, PartitionSpec
 Rules = Sequence[Tuple[str, Optional[str]]]
 
 # Batch rows over `data`; heads, MLP and vocabulary over `model` (Megatron-style);
-# the memory follows its heads, so each device looks up in its own heads' memories.
+# the memory follows its rows and heads, so each device looks up in its own heads'
+# memories, and its slots go over `memory` (size 1 unless a memory is split).
 DEFAULT_LOGICAL_AXIS_RULES: Rules = (
     ("batch", "data"),
     ("length", None),
@@ -30,7 +31,7 @@ DEFAULT_LOGICAL_AXIS_RULES: Rules = (
     ("kv", None),
     ("mlp", "model"),
     ("vocab", "model"),
-    ("memory_slots", None),
+    ("memory_slots", "memory"),
     ("relpos_buckets", None),
 )
 

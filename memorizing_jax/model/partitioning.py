@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from memorizing_jax.model.axes import DEFAULT_LOGICAL_AXIS_RULES, Rules
+from memorizing_jax.model.axes import DEFAULT_LOGICAL_AXIS_RULES, Rules, mesh_axes_of
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.state import ModelState, init_state, state_logical_axes
 from memorizing_jax.model.transformer import MemorizingTransformer
@@ -21,8 +21,20 @@ from memorizing_jax.model.transformer import MemorizingTransformer
 
 def logical_to_shardings(logical_tree: Any, mesh: Mesh,
                          rules: Rules = DEFAULT_LOGICAL_AXIS_RULES) -> Any:
-  """Turns a tree of `PartitionSpec`s of logical names into `NamedSharding`s."""
+  """Turns a tree of `PartitionSpec`s of logical names into `NamedSharding`s.
+
+  A rule naming a mesh axis this mesh lacks (e.g. `memory` on a data x model mesh)
+  maps its logical axis to None: that dimension is not split.
+  """
+  rules = tuple((name, _on_mesh(axis, mesh)) for name, axis in rules)
   return nn.logical_to_mesh_sharding(logical_tree, mesh, rules)
+
+
+def _on_mesh(axis, mesh: Mesh):
+  """A rule's mesh axis (None, a name or a tuple of names) without the axes `mesh`
+  lacks."""
+  kept = tuple(a for a in mesh_axes_of(axis) if a in mesh.axis_names)
+  return None if not kept else kept[0] if len(kept) == 1 else kept
 
 
 def abstract_init(config: ModelConfig, batch_size: int) -> Any:

@@ -1,7 +1,8 @@
 """The device mesh and the shardings of everything the trainer touches.
 
-One `Partitioner` owns the mesh (axes `data` and `model`, Auto axis types, as
-pjit-style code expects) and the logical-axis rules that map the model's logical
+One `Partitioner` owns the mesh (axes `data`, `model` and `memory`, Auto axis types,
+as pjit-style code expects; `memory` splits the memory's slots and is 1 unless a
+memory is too large for one device) and the logical-axis rules that map the model's logical
 names (`batch`, `embed`, `heads`, `mlp`, `vocab`, `memory_slots`, ...) to mesh
 axes, as in t5x and MaxText.
 """
@@ -20,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from memorizing_jax.model import axes
 
-MESH_AXES = ("data", "model")
+MESH_AXES = ("data", "model", "memory")
 LogicalRules = Tuple[Tuple[str, Any], ...]
 
 
@@ -31,15 +32,23 @@ class MeshConfig:
   Attributes:
     data: devices along the data-parallel axis; -1 takes all that `model` leaves.
     model: devices along the model-parallel axis; -1 takes all that `data` leaves.
+    memory: devices along the memory axis, over which every memory's slots are split
+      (the logical axis `memory_slots`): each holds 1/memory of every row's slots and
+      looks them up, and the shards exchange only their candidates' scores and ids
+      (`memory/retrieval.py`). The rest of the model is replicated along it. Use it
+      for a memory larger than one device holds next to the model.
     logical_axis_rules: (logical name, mesh axis or None) pairs; None uses the
       model's `DEFAULT_LOGICAL_AXIS_RULES`.
   """
 
   data: int = -1
   model: int = 1
+  memory: int = 1
   logical_axis_rules: Optional[Sequence[Tuple[str, Any]]] = None
 
   def __post_init__(self):
+    if self.memory < 1:
+      raise ValueError(f"MeshConfig.memory must be a positive device count, got {self.memory}")
     for name in ("data", "model"):
       value = getattr(self, name)
       if value != -1 and value < 1:
@@ -51,20 +60,21 @@ class MeshConfig:
       rules = tuple((str(name), axis) for name, axis in self.logical_axis_rules)
       object.__setattr__(self, "logical_axis_rules", rules)
 
-  def shape(self, num_devices: int) -> Tuple[int, int]:
-    """(data, model) for `num_devices` devices, resolving -1."""
-    data, model = self.data, self.model
+  def shape(self, num_devices: int) -> Tuple[int, int, int]:
+    """(data, model, memory) for `num_devices` devices, resolving -1."""
+    data, model, memory = self.data, self.model, self.memory
     if data == -1:
-      data, rem = divmod(num_devices, model)
+      data, rem = divmod(num_devices, model * memory)
     elif model == -1:
-      model, rem = divmod(num_devices, data)
+      model, rem = divmod(num_devices, data * memory)
     else:
       rem = 0
-    if rem or data * model > num_devices or data < 1 or model < 1:
+    if rem or data * model * memory > num_devices or data < 1 or model < 1:
       raise ValueError(
-          f"MeshConfig(data={self.data}, model={self.model}) does not fit {num_devices} "
-          f"devices: the product must divide the device count (use -1 for one axis)")
-    return data, model
+          f"MeshConfig(data={self.data}, model={self.model}, memory={self.memory}) does not "
+          f"fit {num_devices} devices: the product must divide the device count (use -1 "
+          "for one axis)")
+    return data, model, memory
 
 
 def default_logical_axis_rules() -> LogicalRules:
@@ -76,13 +86,13 @@ class Partitioner:
 
   def __init__(self, config: MeshConfig, devices: Optional[Sequence[jax.Device]] = None):
     devices = list(jax.devices() if devices is None else devices)
-    data, model = config.shape(len(devices))
-    if data * model < len(devices):
+    shape = config.shape(len(devices))
+    if math.prod(shape) < len(devices):
       # Handy for comparing against a smaller mesh on the same host; never silent.
-      logging.warning("Mesh uses %d of %d devices (data=%d, model=%d)", data * model,
-                      len(devices), data, model)
-      devices = devices[:data * model]
-    device_array = _device_array(devices, (data, model))
+      logging.warning("Mesh uses %d of %d devices (data=%d, model=%d, memory=%d)",
+                      math.prod(shape), len(devices), *shape)
+      devices = devices[:math.prod(shape)]
+    device_array = _device_array(devices, shape)
     self.mesh = Mesh(device_array, MESH_AXES)  # Auto axis types by default
     self.rules: LogicalRules = (config.logical_axis_rules
                                 if config.logical_axis_rules is not None
@@ -149,7 +159,7 @@ class Partitioner:
         local_batch, self.batch_shardings(local_batch))
 
 
-def _device_array(devices: Sequence[jax.Device], shape: Tuple[int, int]) -> np.ndarray:
+def _device_array(devices: Sequence[jax.Device], shape: Tuple[int, ...]) -> np.ndarray:
   """The devices laid out as `shape`, following the TPU's physical torus when JAX can
   (all devices of a slice, e.g. a topology compiled for); else in the order given."""
   try:

@@ -120,3 +120,17 @@ def test_filter_logits_keeps_the_top_k_then_the_nucleus(top_k, top_p):
   got = generation.filter_logits(jax.numpy.asarray(logits), np.int32(top_k),
                                  np.float32(top_p))
   np.testing.assert_array_equal(np.asarray(got), _filter_reference(logits, top_k, top_p))
+
+
+def test_a_memory_split_over_a_mesh_scores_and_generates_the_same(loaded, trained_workdir):
+  """Loaded onto a mesh whose `memory` axis splits every memory's 64 slots 4 ways
+  (heads 2 ways): a batch's scores and greedy tokens are those on one device."""
+  import memorizing_jax as mj  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((1, 2, 4), ("data", "model", "memory"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  split = mj.load(trained_workdir, mesh=mesh)
+  for got, want in zip(split.score(TEXTS), loaded.score(TEXTS)):
+    np.testing.assert_allclose(got.loss, want.loss, atol=1e-5)
+  got = split.generate(PROMPTS[3], max_new_tokens=24, stop_at_eos=False)
+  want = loaded.generate(PROMPTS[3], max_new_tokens=24, stop_at_eos=False)
+  np.testing.assert_array_equal(got.tokens, want.tokens)

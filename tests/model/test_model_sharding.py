@@ -1,7 +1,8 @@
-"""The model on 8 CPU devices (data 2 x model 4, data 8) equals one device.
+"""The model on 8 CPU devices (data 2 x model 4, data 8, and meshes whose `memory` axis
+splits the memory's slots 4 ways) equals one device.
 
 The mesh is set with `jax.set_mesh`, as a notebook user would: the kNN layer then
-looks up and writes each device's own rows and heads (memory/shard_local.py).
+looks up and writes each device's own rows, heads and slots (memory/shard_local.py).
 """
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,8 @@ SOS = [[True] * 8, [False] * 8, [i % 3 == 0 for i in range(8)]]
 
 
 def make_mesh(shape):
-  return jax.make_mesh(shape, ("data", "model"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  names = ("data", "model", "memory")[:len(shape)]
+  return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def one_device_run(tiny):
   return tokens, np.concatenate(logits, axis=1), state
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 4), (8, 1)])
+@pytest.mark.parametrize("mesh_shape", [(2, 4), (8, 1), (2, 1, 4), (1, 2, 4)])
 def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
   assert len(jax.devices()) == 8
   cfg = tiny.config
@@ -58,8 +59,12 @@ def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
   keys = state.memories[0].keys
-  assert keys.sharding.spec == P("data", "model", None, None)
+  want_spec = P("data", "model", None, None) if len(mesh_shape) == 2 else P(
+      "data", "model", "memory", None)
+  assert keys.sharding.spec == want_spec
   assert len(keys.addressable_shards) == 8
+  if len(mesh_shape) == 3:  # each device holds a quarter of its rows' and heads' slots
+    assert keys.addressable_shards[0].data.shape[2] == cfg.memory_slots // 4
 
 
 def test_default_rules_layout(tiny):

@@ -90,6 +90,25 @@ def test_eight_devices_match_one_device(reference, tiny, tmp_path):
     assert single.train_losses[step] == pytest.approx(expected.train_losses[step], rel=2e-5)
 
 
+def test_memory_split_over_devices_trains_and_resumes_on_another_split(reference, tiny,
+                                                                       tmp_path):
+  """The memory's slots split 4 ways (mesh data 2 x memory 4), killed after step 6 with
+  its last checkpoint at step 4, resumed with them split 2 ways (data 4 x memory 2):
+  every loss and the final evaluation are the data 4 x model 2 run's."""
+  expected, _ = reference
+  workdir = str(tmp_path)
+  first = loop.train(workdir=workdir, **tiny.replace(
+      mesh=dict(data=2, model=1, memory=4), trainer=dict(total_steps=6)).kwargs())
+  for step in range(1, 7):
+    assert first.train_losses[step] == pytest.approx(expected.train_losses[step], rel=2e-5)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  resumed = loop.train(workdir=workdir, **tiny.replace(
+      mesh=dict(data=4, model=1, memory=2)).kwargs())
+  for step in range(5, 9):
+    assert resumed.train_losses[step] == pytest.approx(expected.train_losses[step], rel=2e-5)
+  assert resumed.evals[8]["loss"] == pytest.approx(expected.evals[8]["loss"], rel=2e-5)
+
+
 @pytest.fixture(scope="module")
 def no_memory_source(tiny, tmp_path_factory):
   """A 3-step run of the same model without the kNN memory (XL cache only), on one

@@ -9,15 +9,17 @@ from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import optimizer, partitioner, train_state
 
 
-@pytest.mark.parametrize("data,model,devices,expected", [
-    (-1, 1, 8, (8, 1)), (-1, 2, 8, (4, 2)), (2, -1, 8, (2, 4)), (1, 1, 8, (1, 1)),
-    (4, 2, 8, (4, 2))])
-def test_mesh_shape_resolves_minus_one(data, model, devices, expected):
-  assert partitioner.MeshConfig(data=data, model=model).shape(devices) == expected
+@pytest.mark.parametrize("data,model,memory,devices,expected", [
+    (-1, 1, 1, 8, (8, 1, 1)), (-1, 2, 1, 8, (4, 2, 1)), (2, -1, 1, 8, (2, 4, 1)),
+    (1, 1, 1, 8, (1, 1, 1)), (4, 2, 1, 8, (4, 2, 1)), (-1, 1, 4, 8, (2, 1, 4)),
+    (2, -1, 2, 8, (2, 2, 2))])
+def test_mesh_shape_resolves_minus_one(data, model, memory, devices, expected):
+  config = partitioner.MeshConfig(data=data, model=model, memory=memory)
+  assert config.shape(devices) == expected
 
 
 def test_mesh_that_does_not_fit_is_named():
-  with pytest.raises(ValueError, match=r"MeshConfig\(data=-1, model=3\) does not fit 8"):
+  with pytest.raises(ValueError, match=r"MeshConfig\(data=-1, model=3, memory=1\) does not fit 8"):
     partitioner.MeshConfig(data=-1, model=3).shape(8)
   with pytest.raises(ValueError, match="at most one of data and model may be -1"):
     partitioner.MeshConfig(data=-1, model=-1)
@@ -25,7 +27,7 @@ def test_mesh_that_does_not_fit_is_named():
 
 def test_partitioner_builds_the_mesh_with_auto_axes():
   part = partitioner.Partitioner(partitioner.MeshConfig(data=4, model=2))
-  assert dict(part.mesh.shape) == {"data": 4, "model": 2}
+  assert dict(part.mesh.shape) == {"data": 4, "model": 2, "memory": 1}
   assert all(t == jax.sharding.AxisType.Auto for t in part.mesh.axis_types)
   assert part.sharding(P("batch", "length")).spec == P("data", None)
   small = partitioner.Partitioner(partitioner.MeshConfig(data=1, model=1))
@@ -45,7 +47,8 @@ def test_sharding_layout_of_the_train_state(tiny):
   assert params["layer_0"]["mlp"]["wo"]["kernel"].spec == P("model", None)
   assert params["embed"]["embedding"].spec == P("model", None)
   memory = layout.shardings.model_state.memories[0]
-  assert memory.keys.spec == P("data", "model", None, None)
+  assert memory.keys.spec == P("data", "model", "memory", None)  # "memory" has 1 device
+  assert memory.positions.spec == P("data", "memory")
   assert memory.count.spec == P("data")
   assert layout.shardings.model_state.xl_caches[0].valid.spec == P("data", None)
   # Adam moments mirror the parameters' shardings.
