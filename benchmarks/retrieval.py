@@ -15,8 +15,23 @@ XLA may also borrow the output buffers, `output_bytes`, as scratch).
 The "bucketed" row is the reference scheme of the original code: the full score
 matrix, k strided buckets, the argmax of each.
 
+With --slot_shards N the memory's slots are split over N CPU devices (forced with
+XLA_FLAGS before JAX starts) and the whole retrieval the model runs (lookup and
+attention, `memory.retrieve`) is timed split and on one device, side by side:
+
+  {"bench": "retrieval_slot_shards", "method", "slots", "shards", "memory_dtype",
+   "ms", "one_device_ms", "ratio_to_one_device", "recall", "exchanged_bytes",
+   "memory_bytes"}
+
+`exchanged_bytes` is what the split program's collectives move per device (the
+candidates' scores and slot ids, and the summed output), `memory_bytes` the keys and
+values one device holds. The N devices share this host's cores, so the time shows the
+cost of the exchange and the merge, not a speed-up.
+
 Usage: .venv/bin/python benchmarks/retrieval.py [--slots 8192 65536 262144]
          [--head_dim 128] [--repeats 3] [--methods exact approx bucketed]
+       .venv/bin/python benchmarks/retrieval.py --slots 1048576 --queries 16
+         --slot_shards 8 --methods exact approx
 """
 from __future__ import annotations
 
@@ -25,15 +40,22 @@ import json
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if "--slot_shards" in sys.argv:  # the CPU devices to split the memory over
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import compiled_bytes, time_interleaved  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from memorizing_jax import memory  # noqa: E402
 from memorizing_jax.memory import binning  # noqa: E402
+from memorizing_jax.train import compiled  # noqa: E402
 
 
 def bucketed_lookup(state: memory.MemoryState, queries: jax.Array, k: int) -> memory.LookupResult:
@@ -112,6 +134,63 @@ def run(slots: int, head_dim: int, args: argparse.Namespace) -> None:
     }), flush=True)
 
 
+def run_slot_shards(slots: int, head_dim: int, args: argparse.Namespace) -> None:
+  """The retrieval with the memory's slots split over `args.slot_shards` devices
+  against the same on one device (see the module docstring)."""
+  b, h, nq, k, shards = args.batch, args.heads, args.queries, args.k, args.slot_shards
+  if jax.device_count() < shards:
+    raise SystemExit(f"--slot_shards {shards} needs {shards} devices, found "
+                     f"{jax.device_count()}")
+  dtype = jnp.dtype(args.memory_dtype)
+  kq, kk, kv = jax.random.split(jax.random.key(slots + head_dim), 3)
+  queries = jax.random.normal(kq, (b, h, nq, head_dim), jnp.float32)
+  queries = queries / jnp.linalg.norm(queries, axis=-1, keepdims=True)
+  write = jax.jit(lambda: memory.write(
+      memory.init(b, h, slots, head_dim, dtype),
+      jax.random.normal(kk, (b, h, slots, head_dim), dtype),
+      jax.random.normal(kv, (b, h, slots, head_dim), dtype)))
+  state = write()
+  scale = jnp.full((h,), 4.0, jnp.float32)
+  mesh = jax.make_mesh((1, 1, shards), ("data", "model", "memory"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  placement = P(None, None, "memory")
+  on_shards = NamedSharding(mesh, placement)
+  split_state = jax.device_put(state, memory.MemoryState(
+      keys=on_shards, values=on_shards, count=NamedSharding(mesh, P()),
+      positions=NamedSharding(mesh, P(None, "memory"))))
+  split_queries = jax.device_put(queries, NamedSharding(mesh, P()))
+  for method in args.methods:
+    if method == "bucketed":
+      continue
+    retrieve = lambda st, q, place=None, method=method: memory.retrieve(
+        st, q, k, scale, method=method, recall_target=args.recall_target, placement=place)
+    whole = jax.jit(lambda st, q: retrieve(st, q))
+    split = jax.jit(lambda st, q: retrieve(st, q, placement))
+
+    def run_split(st, q):
+      with jax.set_mesh(mesh):
+        return split(st, q)
+
+    with jax.set_mesh(mesh):
+      exchanged = compiled.collective_bytes(
+          split.lower(split_state, split_queries).compile().as_text())["total"]
+    times = time_interleaved({"whole": lambda: whole(state, queries),
+                              "split": lambda: run_split(split_state, split_queries)},
+                             repeats=args.repeats)
+    found = run_split(split_state, split_queries)
+    truth = np.asarray(whole(state, queries).slots) if method == "exact" else true_top_k(
+        np.asarray(queries), np.asarray(state.keys, np.float32), k)
+    print(json.dumps({
+        "bench": "retrieval_slot_shards", "method": method, "slots": slots, "shards": shards,
+        "batch": b, "heads": h, "queries": nq, "head_dim": head_dim, "k": k,
+        "memory_dtype": str(dtype), "ms": round(times["split"] * 1e3, 2),
+        "one_device_ms": round(times["whole"] * 1e3, 2),
+        "ratio_to_one_device": round(times["split"] / times["whole"], 3),
+        "recall": round(recall(np.asarray(found.slots), truth), 4),
+        "exchanged_bytes": int(exchanged),
+        "memory_bytes": int(2 * state.keys.nbytes // shards)}), flush=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--slots", type=int, nargs="+", default=[8192, 65536, 262144])
@@ -124,10 +203,15 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--methods", nargs="+", default=["exact", "approx", "bucketed"],
                       choices=["exact", "approx", "bucketed"])
+  parser.add_argument("--slot_shards", type=int, default=0,
+                      help="split the memory's slots over this many CPU devices and time the "
+                           "retrieval split against one device (0: the lookup table)")
+  parser.add_argument("--memory_dtype", default="bfloat16",
+                      help="the memory's dtype in a --slot_shards run")
   args = parser.parse_args()
   for head_dim in args.head_dim:
     for slots in args.slots:
-      run(slots, head_dim, args)
+      (run_slot_shards if args.slot_shards else run)(slots, head_dim, args)
 
 
 if __name__ == "__main__":
