@@ -31,18 +31,20 @@ def memory_bytes(config: ModelConfig) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def compile_train_step(config: ModelConfig, data: int, model: int):
+def compile_train_step(config: ModelConfig, data: int, model: int, memory: int = 1):
   run = loop.build_run(
       config, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
                                 eval_batch_size=BATCH),
-      optimizer.OptimizerConfig(), partitioner.MeshConfig(data=data, model=model),
-      loop.TrainerConfig())
+      optimizer.OptimizerConfig(),
+      partitioner.MeshConfig(data=data, model=model, memory=memory), loop.TrainerConfig())
   batch = steps.abstract_batch(run.partitioner, BATCH, config.segment_length)
   return run.steps.train.lower(run.layout.abstract, batch).compile()
 
 
+# (data, model[, memory]): the memory axis splits every memory's slots.
 @pytest.mark.parametrize("mesh,method", [((8, 1), "exact"), ((2, 4), "exact"),
-                                         ((2, 4), "approx")])
+                                         ((2, 4), "approx"), ((2, 1, 4), "exact"),
+                                         ((1, 2, 4), "approx")])
 def test_memory_adds_no_memory_sized_collective(mesh, method):
   config = dataclasses.replace(MODEL, lookup_method=method)
   step = compile_train_step(config, *mesh)
@@ -54,11 +56,13 @@ def test_memory_adds_no_memory_sized_collective(mesh, method):
       + str(sorted(compiled.collectives(step.as_text()), key=lambda c: -c.total_bytes)[:3]))
 
 
-def test_memory_per_device_shrinks_with_the_device_count():
-  """The memory's share of each device's arguments is the memory / devices."""
-  for devices in (2, 8):
-    with_memory = compile_train_step(MODEL, devices, 1).memory_analysis()
-    without = compile_train_step(XL_ONLY, devices, 1).memory_analysis()
-    per_device = with_memory.argument_size_in_bytes - without.argument_size_in_bytes
-    # count and positions ride along ([batch] and [batch, slots] int32): 0.4% here.
-    assert memory_bytes(MODEL) / devices <= per_device <= 1.01 * memory_bytes(MODEL) / devices
+@pytest.mark.parametrize("mesh", [(2, 1), (8, 1), (2, 1, 4)])
+def test_memory_per_device_shrinks_with_the_device_count(mesh):
+  """The memory's share of each device's arguments is the memory / devices, whether
+  the devices split its rows or (the memory axis) its slots."""
+  devices = int(np.prod(mesh))
+  with_memory = compile_train_step(MODEL, *mesh).memory_analysis()
+  without = compile_train_step(XL_ONLY, *mesh).memory_analysis()
+  per_device = with_memory.argument_size_in_bytes - without.argument_size_in_bytes
+  # count and positions ride along ([batch] and [batch, slots] int32): 0.4% here.
+  assert memory_bytes(MODEL) / devices <= per_device <= 1.01 * memory_bytes(MODEL) / devices
