@@ -120,3 +120,24 @@ def test_compile_command_prints_the_report(tmp_path):
   assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["fits"]
   assert report["approx_top_k"] and "ratio_to_xl" not in report
   assert "fits a 16.0 GiB v5e device" in done.stdout
+
+
+def test_a_memory_split_over_the_memory_axis_compiles_for_tpu(devices):
+  """The memory's slots split over 4 chips (mesh data 1 x memory 4): each chip holds a
+  quarter of every row's memory, and the chips exchange only the candidates' scores
+  and slots and the summed output, far less than the memory."""
+  def split_run(model):
+    return loop.build_run(
+        model, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                                 eval_batch_size=BATCH),
+        optimizer.OptimizerConfig(), partitioner.MeshConfig(data=1, model=1, memory=4),
+        loop.TrainerConfig(), devices=devices)
+
+  run, xl_run = split_run(MODEL), split_run(dataclasses.replace(MODEL, knn_layers=()))
+  train, xl = aot.compile_train_step(run), aot.compile_train_step(xl_run)
+  assert train.approx_top_k
+  memory_per_chip = 2 * BATCH * MODEL.num_heads * (MODEL.memory_slots // 4) * 128 * 2
+  added = train.argument_bytes - xl.argument_bytes
+  assert memory_per_chip <= added <= 1.01 * memory_per_chip
+  exchanged = train.collectives["total"] - xl.collectives["total"]
+  assert 0 < exchanged < 0.1 * memory_per_chip * 4
