@@ -80,7 +80,10 @@ def compile_for(devices: Sequence[Any], arguments: Dict[str, Any], evaluation: b
   if reference and model.knn_layers and peak is not None:
     xl_train = aot.compile_train_step(build(dataclasses.replace(model, knn_layers=())))
     xl_roofline = peak.roofline_seconds(xl_train.flops, xl_train.bytes_accessed)
-    report.update(xl_roofline_s=xl_roofline, ratio_to_xl=report["roofline_s"] / xl_roofline)
+    report.update(xl_roofline_s=xl_roofline, ratio_to_xl=report["roofline_s"] / xl_roofline,
+                  # What the memory adds to the step's collectives (per device per step).
+                  memory_collectives_mib=round(
+                      (train.collectives["total"] - xl_train.collectives["total"]) / 2**20, 1))
     if train.cycles and xl_train.cycles:  # 0 off TPU, None where not every op is estimated
       report["cycles_ratio_to_xl"] = train.cycles / xl_train.cycles
   return report
@@ -104,8 +107,10 @@ def describe(report: Dict[str, Any]) -> str:
     lines.append(f"  {report['ratio_to_xl']:.3f}x the XL-only step's roofline"
                  + (f", {report['cycles_ratio_to_xl']:.3f}x its cycles as the TPU compiler "
                     "estimates them" if "cycles_ratio_to_xl" in report else ""))
-  lines.append(f"  collectives per step: {report['collectives_gib']} GiB; approximate top-k: "
-               f"{report['approx_top_k']}")
+  lines.append(f"  collectives per step: {report['collectives_gib']} GiB"
+               + (f" ({report['memory_collectives_mib']} MiB more than the XL-only step's)"
+                  if "memory_collectives_mib" in report else "")
+               + f"; approximate top-k: {report['approx_top_k']}")
   return "\n".join(lines)
 
 

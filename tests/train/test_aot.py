@@ -104,6 +104,8 @@ def test_reference_step_gives_the_ratio_to_xl(devices):
   report = compile_lib.compile_for(devices, arguments, evaluation=False, reference=True)
   assert report["fits"] and report["ratio_to_xl"] > 1.0 and report["cycles_ratio_to_xl"] > 1.0
   assert report["roofline_s"] == pytest.approx(report["ratio_to_xl"] * report["xl_roofline_s"])
+  # The memory stays on its chips: its step adds (almost) no collective.
+  assert 0 <= report["memory_collectives_mib"] < 1
 
 
 def test_compile_command_prints_the_report(tmp_path):
