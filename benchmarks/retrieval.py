@@ -30,7 +30,7 @@ cost of the exchange and the merge, not a speed-up.
 
 Usage: .venv/bin/python benchmarks/retrieval.py [--slots 8192 65536 262144]
          [--head_dim 128] [--repeats 3] [--methods exact approx bucketed]
-       .venv/bin/python benchmarks/retrieval.py --slots 1048576 --queries 16
+       .venv/bin/python benchmarks/retrieval.py --slots 1048576 --heads 2 --queries 16
          --slot_shards 8 --methods exact approx
 """
 from __future__ import annotations
@@ -206,8 +206,10 @@ def main() -> None:
   parser.add_argument("--slot_shards", type=int, default=0,
                       help="split the memory's slots over this many CPU devices and time the "
                            "retrieval split against one device (0: the lookup table)")
-  parser.add_argument("--memory_dtype", default="bfloat16",
-                      help="the memory's dtype in a --slot_shards run")
+  parser.add_argument("--memory_dtype", default="float32",
+                      help="the memory's dtype in a --slot_shards run (XLA's CPU backend "
+                           "converts a bfloat16 memory to float32 for its matmuls, a copy "
+                           "of every key)")
   args = parser.parse_args()
   for head_dim in args.head_dim:
     for slots in args.slots:
