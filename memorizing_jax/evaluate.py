@@ -70,8 +70,10 @@ flags.DEFINE_integer("copy_context", repeats.COPY_CONTEXT,
 flags.DEFINE_string("data_dir", None, "Where the task's data and token caches are (default: "
                     "the run's DataConfig.data_dir, else $MEMORIZING_JAX_DATA_DIR).")
 flags.DEFINE_integer("mesh_data", -1, "Devices on the data (batch) axis; -1: all that "
-                     "--mesh_model leaves.")
+                     "--mesh_model and --mesh_memory leave.")
 flags.DEFINE_integer("mesh_model", 1, "Devices on the model axis (heads, MLP, vocabulary).")
+flags.DEFINE_integer("mesh_memory", 1, "Devices on the memory axis, over which every "
+                     "memory's slots are split (for a memory too large for one device).")
 flags.DEFINE_string("events_dir", None, "Write TensorBoard events here (default "
                     "<workdir>/eval/<name>); empty: none.")
 
@@ -384,7 +386,8 @@ def main(argv: Sequence[str]) -> int:
   try:
     config = config_from_flags()
     result = evaluate_checkpoint(FLAGS.workdir, config,
-                                 MeshConfig(data=FLAGS.mesh_data, model=FLAGS.mesh_model))
+                                 MeshConfig(data=FLAGS.mesh_data, model=FLAGS.mesh_model,
+                                            memory=FLAGS.mesh_memory))
   except (ValueError, OSError, CorruptCheckpointError) as e:
     # Bad input: the message names the problem and the fix; the traceback is for bugs.
     print(f"error: {e}", file=sys.stderr)

@@ -90,7 +90,7 @@ def test_figures_are_those_of_scoring_each_document_in_the_notebook(default_run,
   assert result["evaluation"] | {"seconds": 0, "workdir": ""} == {
       "workdir": "", "task": "synthetic_recall", "split": "validation", "name": "validation",
       "memory_slots": 64, "trained_memory_slots": 64, "segment_length": 16,
-      "batch_size": 8, "max_batches": 3, "batches": 3, "mesh": {"data": 8, "model": 1},
+      "batch_size": 8, "max_batches": 3, "batches": 3, "mesh": {"data": 8, "model": 1, "memory": 1},
       "position_edges": [32, 1536, 8192, 65536],
       "gain_edges": [-1.0, -0.1, -0.01, 0.01, 0.1, 1.0], "seconds": 0}
 
@@ -163,18 +163,20 @@ def test_a_workdir_without_checkpoints_is_reported_not_created(tmp_path, capsys)
 
 
 def test_python_dash_m_entry_point(workdir, tmp_path):
-  """The real entry point, in its own process: one batch, JSON where --out says, no
-  events where --events_dir is empty; the last line of its output is the JSON."""
+  """The real entry point, in its own process, the memory's slots split 2 ways: one
+  batch, JSON where --out says, no events where --events_dir is empty; the last line of
+  its output is the JSON."""
   out = tmp_path / "one.json"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
   done = subprocess.run(
       [sys.executable, "-m", "memorizing_jax.evaluate", f"--workdir={workdir}",
-       "--max_batches=1", "--mesh_data=4", "--mesh_model=2", f"--out={out}", "--events_dir="],
+       "--max_batches=1", "--mesh_data=2", "--mesh_model=2", "--mesh_memory=2", f"--out={out}",
+       "--events_dir="],
       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
   assert done.returncode == 0, done.stderr
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result == json.loads(out.read_text())
-  assert result["evaluation"]["mesh"] == {"data": 4, "model": 2}
+  assert result["evaluation"]["mesh"] == {"data": 2, "model": 2, "memory": 2}
   assert result["tokens"] == 8 * 16 and result["step"] == 6
   assert "perplexity" in done.stdout.splitlines()[1]
