@@ -33,13 +33,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from memorizing_jax.inference import ablation
 from memorizing_jax.data.streams import MODEL_INPUTS
 from memorizing_jax.model import (DIAGNOSTICS, MemorizingTransformer, ModelConfig, axes,
                                   sown_by_layer)
-from memorizing_jax.model.state import init_state, state_logical_axes
+from memorizing_jax.model import partitioning
+from memorizing_jax.model.state import init_state
 
 LN2 = math.log(2.0)
 
@@ -87,20 +88,6 @@ def top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
   return jnp.where(jnp.any(valid, axis=-1), top, -1)
 
 
-def state_shardings(config: ModelConfig, batch_size: int, mesh: Mesh,
-                    rules: axes.Rules = axes.DEFAULT_LOGICAL_AXIS_RULES) -> Any:
-  """`NamedSharding`s of a ModelState of `batch_size` rows on `mesh`; a mesh axis that
-  does not divide a dimension is dropped there (`axes.fit_spec`), as the model does."""
-  abstract = jax.eval_shape(lambda: init_state(config, batch_size))
-
-  def fit(logical, leaf):
-    spec = nn.logical_to_mesh_axes(tuple(logical), rules)
-    return NamedSharding(mesh, axes.fit_spec(spec, leaf.shape, dict(mesh.shape))[0])
-
-  return jax.tree.map(fit, state_logical_axes(config), abstract,
-                      is_leaf=lambda x: isinstance(x, PartitionSpec))
-
-
 def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
                     rules: axes.Rules = axes.DEFAULT_LOGICAL_AXIS_RULES,
                     retrievals: bool = False, state_sharding: Any = None) -> Callable:
@@ -112,8 +99,8 @@ def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
     mesh: trace with it as the ambient mesh (the memory is looked up where it
       lives); None: no mesh.
     retrievals: also return `top_retrieved` (otherwise None).
-    state_sharding: where the returned state goes (`state_shardings`), so that the
-      next call finds it where the first one did; None: where jit puts it.
+    state_sharding: where the returned state goes (`partitioning.state_shardings`), so
+      that the next call finds it where the first one did; None: where jit puts it.
   """
 
   def apply(params, state, inputs, targets, loss_mask, start_of_sequence):
@@ -152,7 +139,8 @@ def _compile_steps(config: ModelConfig, rows: int, mesh: Optional[Mesh], rules: 
                    retrievals: bool) -> Tuple[Callable, Callable, Callable]:
   """(`make_eval_apply`'s step, () -> a fresh state, state -> its memories emptied) for
   batches of `rows` rows, the states placed on `mesh`."""
-  sharding = None if mesh is None else state_shardings(config, rows, mesh, rules)
+  sharding = None if mesh is None else partitioning.state_shardings(config, mesh, rules,
+                                                                      batch_size=rows)
   apply = make_eval_apply(MemorizingTransformer(config), mesh, rules, retrievals, sharding)
   fresh = jax.jit(lambda: init_state(config, rows), out_shardings=sharding)
   empty = jax.jit(ablation.empty_memories, out_shardings=sharding, donate_argnums=(0,))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from memorizing_jax.model.axes import DEFAULT_LOGICAL_AXIS_RULES, Rules, mesh_axes_of
+from memorizing_jax.model.axes import DEFAULT_LOGICAL_AXIS_RULES, Rules, fit_spec, mesh_axes_of
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.state import ModelState, init_state, state_logical_axes
 from memorizing_jax.model.transformer import MemorizingTransformer
@@ -63,9 +63,20 @@ def param_shardings(config: ModelConfig, mesh: Mesh,
 
 
 def state_shardings(config: ModelConfig, mesh: Mesh,
-                    rules: Rules = DEFAULT_LOGICAL_AXIS_RULES) -> ModelState:
-  """`NamedSharding`s of every `ModelState` leaf on `mesh`."""
-  return logical_to_shardings(state_logical_axes(config), mesh, rules)
+                    rules: Rules = DEFAULT_LOGICAL_AXIS_RULES,
+                    batch_size: Optional[int] = None) -> ModelState:
+  """`NamedSharding`s of every `ModelState` leaf on `mesh`.
+
+  Given `batch_size`, a mesh axis that does not divide a leaf's dimension for a state
+  of that many rows is dropped there (`axes.fit_spec`), as the model does.
+  """
+  shardings = logical_to_shardings(state_logical_axes(config), mesh, rules)
+  if batch_size is None:
+    return shardings
+  abstract = jax.eval_shape(lambda: init_state(config, batch_size))
+  return jax.tree.map(
+      lambda s, leaf: NamedSharding(mesh, fit_spec(s.spec, leaf.shape, dict(mesh.shape))[0]),
+      shardings, abstract)
 
 
 def batch_sharding(mesh: Mesh, ndim: int,
