@@ -7,7 +7,7 @@ r"""The training entry point, t5x-style flags.
 t5x's spellings work too (--gin_bindings, --gin_search_paths=a,b), and
 --print_config prints the operative config (the run's config.gin) without training.
 A binding that sets a macro no gin file uses, or gives a config field a value of
-the wrong type, is an error that names it.
+the wrong type, is an error that names it (`memorizing_jax.gin_errors`).
 
 Several processes (hosts) train one model through `jax.distributed`: on a TPU pod
 slice nothing more is needed (every worker runs the same command); elsewhere give
@@ -24,17 +24,11 @@ module only parses them and calls `memorizing_jax.train.loop.train`.
 """
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
-import difflib
 import inspect
 import logging as std_logging
 import os
 import pathlib
-import re
 import sys
-import types
-import typing
 from typing import List, Optional, Sequence
 
 from absl import app
@@ -42,9 +36,16 @@ from absl import flags
 from absl import logging
 import gin
 
+from memorizing_jax import gin_errors
+from memorizing_jax.gin_errors import ConfigError
+from memorizing_jax.train import multihost
+
 # TensorFlow comes in through the data pipeline and the metric writers only: keep its
 # C++ logging quiet (set before it is imported).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The trainer (memorizing_jax.train.loop and .checkpoints) is imported in the functions
+# that use it, not here: importing it loads TensorFlow and starts JAX's backend, and
+# jax.distributed.initialize (in main) refuses to run once a backend has started.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files to parse, in order.")
@@ -106,109 +107,6 @@ def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
                           "name or add its folder with --gin_search_path")
 
 
-class ConfigError(ValueError):
-  """A gin file or binding that does not parse, names something unknown or gives a
-  value of the wrong type."""
-
-
-def _did_you_mean(word: str, candidates: Sequence[str], otherwise: str = "") -> str:
-  close = difflib.get_close_matches(word, candidates, n=3)
-  return f"\nDid you mean: {', '.join(close)}?" if close else otherwise
-
-
-def _suggestion(message: str) -> str:
-  """A 'did you mean' for a misspelt configurable or parameter in a gin error."""
-  registry = gin.config._REGISTRY  # pylint: disable=protected-access
-  match = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", message)
-  if match:
-    try:
-      names = list(inspect.signature(registry.get_match(match.group(1)).wrapped).parameters)
-    except Exception:  # pylint: disable=broad-except
-      return ""
-    return _did_you_mean(match.group(2), names, f"\nIts parameters are: {', '.join(names)}")
-  match = re.search(r"No configurable matching '([\w.]+)'", message)
-  if match:
-    depth = match.group(1).count(".") + 1  # compare as written: "loop.TrainerConfig"
-    return _did_you_mean(match.group(1),
-                         sorted({".".join(key.split(".")[-depth:]) for key, _ in registry.items()}))
-  return ""
-
-
-def _macro_hint(name: str) -> str:
-  hints = {"TASK": "add a data file, e.g. --gin_file=data/python_stdlib.gin",
-           "PRETRAINED": "give the run to start from, e.g. "
-                         "--gin_param=\"PRETRAINED='runs/arxiv_512_xl'\""}
-  return hints.get(name, f"set it, e.g. --gin_param=\"{name}=...\"")
-
-
-def _macro_value(value):
-  """`value` with macro references (%NAME) replaced by the macros' values."""
-  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
-    bound = gin.config._CONFIG.get(value.config_key, {})  # pylint: disable=protected-access
-    return _macro_value(bound["value"]) if "value" in bound else value
-  if isinstance(value, (list, tuple)):
-    return type(value)(_macro_value(item) for item in value)
-  return value
-
-
-def check_macros_are_used(params: Sequence[str]) -> None:
-  """A macro set by a binding must be one that the gin files refer to (%NAME):
-  otherwise it is misspelt and would silently change nothing."""
-  used = sorted({ref.scopes[-1] for ref in gin.config.iterate_references(
-      gin.config._CONFIG) if ref.selector == "gin.macro"})  # pylint: disable=protected-access
-  for param in params:
-    for name in re.findall(r"^\s*([A-Za-z_]\w*)\s*=", param, flags=re.MULTILINE):
-      if name not in used:
-        raise ConfigError(
-            f"gin configuration error: the binding {param.strip()!r} sets the macro {name}, "
-            f"which no gin file uses{_did_you_mean(name, used, f'; the macros used: {used}')}")
-
-
-def _fits(value, annotation) -> bool:
-  """Whether `value` fits a dataclass field's type; values this cannot judge
-  (configurable references, unusual annotations) fit."""
-  origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-  if isinstance(value, gin.config.ConfigurableReference) or annotation is typing.Any:
-    return True
-  if origin in (typing.Union, types.UnionType):
-    return any(_fits(value, arg) for arg in args)
-  if origin is typing.Literal:
-    return value in args
-  if origin in (tuple, list, collections.abc.Sequence):  # a gin list fits a tuple field
-    if not args:
-      return isinstance(value, (list, tuple))
-    item_types = [args[0]] * len(value) if len(args) == 1 or args[-1:] == (Ellipsis,) else args
-    return (isinstance(value, (list, tuple)) and len(item_types) == len(value)
-            and all(_fits(v, t) for v, t in zip(value, item_types)))
-  if annotation in (int, float) and isinstance(value, bool):
-    return False
-  if annotation is float:
-    return isinstance(value, (int, float))
-  if isinstance(origin or annotation, type):
-    return isinstance(value, origin or annotation)
-  return True
-
-
-def check_field_types() -> None:
-  """Every value bound to a dataclass field must have the field's annotated type
-  (macros resolved), so that a string for a number is named as such."""
-  for (scope, selector), bindings in gin.config._CONFIG.items():  # pylint: disable=protected-access
-    cls = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
-    if cls is None or not dataclasses.is_dataclass(cls.wrapped):
-      continue
-    hints = typing.get_type_hints(cls.wrapped)
-    for name, given in bindings.items():
-      value = _macro_value(given)
-      if name in hints and not _fits(value, hints[name]):
-        binding = "/".join(filter(None, [scope, ".".join(selector.split(".")[-2:] + [name])]))
-        shown = repr(given) if repr(given) == repr(value) else f"{given!r} (= {value!r})"
-        expected = (hints[name].__name__ if isinstance(hints[name], type)
-                    else str(hints[name]).replace("typing.", ""))
-        raise ConfigError(
-            f"gin configuration error: {binding} = {shown} is a {type(value).__name__}, but "
-            f"{cls.wrapped.__name__}.{name} takes {expected}: give a value of that type")
-
-
 def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequence[str]) -> None:
   """Parses the gin files then the bindings, with errors that name the problem."""
   # Our folders go before gin's own '' (the current directory): for an include that is
@@ -217,21 +115,22 @@ def parse_gin(files: Sequence[str], params: Sequence[str], search_paths: Sequenc
   prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
   prefixes[:] = list(dict.fromkeys([*search_paths, *prefixes]))
   resolved = [resolve_gin_file(f, search_paths) for f in files]
-  quiet = _QuietLibraries()  # gin logs "Path not found" for each search path tried
-  std_logging.getLogger().addFilter(quiet)
+  # gin logs "Path not found" (an error, on the root logger) for each search path an
+  # `include` is not in: noise while parsing, whoever calls this.
+  std_logging.getLogger().addFilter(_not_gin_include_search)
   try:
     gin.parse_config_files_and_bindings(resolved, params, finalize_config=True)
   except (ValueError, KeyError, TypeError, SyntaxError, ImportError, IOError) as e:
-    message = str(e).strip("'\"")
-    macro = re.search(r"No bindings specified for '(\w+)/gin.macro'", message)
-    if macro:
-      raise ConfigError(f"gin configuration error: the macro {macro.group(1)} is used but "
-                        f"never set: {_macro_hint(macro.group(1))}") from e
-    raise ConfigError(f"gin configuration error: {message}{_suggestion(message)}") from e
+    raise gin_errors.explain_parse_error(e) from e
   finally:
-    std_logging.getLogger().removeFilter(quiet)
-  check_macros_are_used(params)
-  check_field_types()
+    std_logging.getLogger().removeFilter(_not_gin_include_search)
+  gin_errors.check_macros_are_used(params)
+  gin_errors.check_field_types()
+
+
+def _not_gin_include_search(record: std_logging.LogRecord) -> bool:
+  """False for gin's records about looking up an include (see parse_gin)."""
+  return not record.pathname.replace("\\", "/").endswith("gin/resource_reader.py")
 
 
 def build_train_arguments() -> dict:
@@ -277,15 +176,12 @@ def operative_config(files: Sequence[str], params: Sequence[str],
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO records of chatty libraries (orbax logs every save) from the console,
-  and gin's "Path not found" for every search path an `include` is not in."""
+  """Drops INFO records of chatty libraries (orbax logs every save) from the console."""
 
   NOISY = ("orbax", "jax/_src", "tensorflow", "seqio", "absl/")
 
   def filter(self, record) -> bool:
     path = record.pathname.replace("\\", "/")
-    if path.endswith("gin/resource_reader.py"):
-      return False
     if record.levelno >= std_logging.WARNING:
       return True
     return not any(f"/{name}" in path for name in self.NOISY)
@@ -293,7 +189,7 @@ class _QuietLibraries(std_logging.Filter):
 
 def _hide_accelerators_from_tensorflow() -> None:
   """TensorFlow (data, event files) must not take GPU memory that JAX needs."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (seconds; training only)
   tf.config.set_visible_devices([], "GPU")
 
 
@@ -317,7 +213,6 @@ def main(argv: Sequence[str]) -> Optional[int]:
   search_paths = [*FLAGS.gin_search_path, *FLAGS.gin_search_paths]
   if FLAGS.print_config:
     return _print_config(params, search_paths)
-  from memorizing_jax.train import multihost  # pylint: disable=g-import-not-at-top
   try:
     multihost.initialize(multihost.DistributedConfig.from_env(
         FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

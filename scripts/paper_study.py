@@ -68,9 +68,9 @@ the fine-tunes a tenth of their source's steps, from the XL-only run's parameter
 learning rate it ended with; scored on the validation split from a fresh memory
 (all of it: 64 synthetic documents; 11 standard-library packages, 140K tokens).
 Every model starts its attention temperatures at 16 and its memory gates at sigmoid(-2)
-(`gin/study/*.gin`; `default_init/` holds the study at the defaults, 5.7 and 0.5), and
-every run keeps the learning rate constant after warm-up: 0.01 on the synthetic task,
-0.03 on python_stdlib.
+(`gin/study/*.gin`; `docs/results/archive/default_init/` holds the study at the
+defaults, 5.7 and 0.5), and every run keeps the learning rate constant after warm-up:
+0.01 on the synthetic task, 0.03 on python_stdlib.
 
 Synthetic task (`memorizing_jax/data/synthetic.py`): statements `<name><value>;`, 24
 one-letter names defined with random values (one of 26 letters), then 316 uses: half
