@@ -61,7 +61,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument("--segment_length", type=int, default=128,
                       help="with --read_steps: tokens per row per step")
   parser.add_argument("--seed", type=int, default=0,
-                      help="with --read_steps: the stream's seed (inputs.DataConfig.seed)")
+                      help="with --read_steps: the stream's seed (DataConfig.seed)")
   parser.add_argument("--repeats", action="store_true",
                       help="print, per band of distances (--repeat_edges), the share of "
                            "tokens whose n-gram last occurred that far back in the document, "

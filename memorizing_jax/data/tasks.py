@@ -165,7 +165,7 @@ class SeqioTaskReader:
         raise ValueError(
             f"seqio task {self.name!r} has no string feature {self.text_feature!r}; its "
             f"string features are {strings}: name the one that holds the text "
-            "(inputs.DataConfig.text_feature in gin; text_feature= of pipeline.make_stream)")
+            "(data_config.DataConfig.text_feature in gin; text_feature= of pipeline.make_stream)")
       dataset = dataset.map(lambda example: example[self.text_feature])
     elif getattr(spec, "dtype", None) != tf.string:
       raise ValueError(f"seqio task {self.name!r} yields {spec}, not text: its source must "

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 from typing import Any, Dict, Tuple
 
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 
 
@@ -81,12 +82,16 @@ def _bound(bindings: Dict[str, Dict[str, Any]], cls) -> Dict[str, Any]:
   return values
 
 
-def configs_from_gin(text: str) -> Tuple[ModelConfig, Any]:
-  """(ModelConfig, train.inputs.DataConfig) bound by an operative gin config."""
-  from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
+def configs_from_gin(text: str) -> Tuple[ModelConfig, DataConfig]:
+  """(ModelConfig, DataConfig) bound by an operative gin config.
+
+  Bindings are matched by class name, whatever module the config reached the class
+  through: runs trained before `DataConfig` moved to `memorizing_jax.data.config`
+  bind `inputs.DataConfig` (`from memorizing_jax.train import inputs`).
+  """
   bindings, imports = parse_bindings(text)
   for module in imports:
     if module.startswith("memorizing_jax.data"):
       importlib.import_module(module)  # registers the tasks the run used
-  return ModelConfig(**_bound(bindings, ModelConfig)), inputs.DataConfig(
-      **_bound(bindings, inputs.DataConfig))
+  return (ModelConfig(**_bound(bindings, ModelConfig)),
+          DataConfig(**_bound(bindings, DataConfig)))

@@ -6,7 +6,7 @@
                 shardings of parameters, optimizer state, ModelState and batches
   train_state   TrainState (step, params, opt_state, model_state), created sharded
   steps         pure train_step / eval_step and their jax.jit wiring (donation)
-  inputs        DataConfig, the vocabulary and the segment streams
+  inputs        the vocabulary and the segment streams of a DataConfig (data/config.py)
   evaluation    evaluation over whole documents from a fresh ModelState
   checkpoints   Checkpointer (orbax), init_from, workdir checks
   metrics       metric sums -> scalars, clu writers (TensorBoard + console), progress bar

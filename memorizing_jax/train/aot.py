@@ -219,7 +219,7 @@ def does_not_fit_advice(config, needed_gib: Optional[float], hbm_gib: Optional[f
   if config.remat == "none":
     tries.append("remat='full' (recompute activations in the backward pass)")
   tries += ["a larger slice (more chips share the batch and the memory)",
-            "a smaller inputs.DataConfig.batch_size"]
+            "a smaller data_config.DataConfig.batch_size"]
   needed = f"{needed_gib:.1f} GiB" if needed_gib is not None else "more memory than"
   device = f"a {hbm_gib:.1f} GiB device" if hbm_gib is not None else "the device has"
   return f"does not fit: {needed} needed on {device}; try " + "; ".join(tries)

@@ -1,4 +1,5 @@
-"""What the trainer reads: the data config, the vocabulary and the segment streams.
+"""What the trainer reads: the vocabulary and the segment streams of a `DataConfig`
+(`memorizing_jax.data.config`).
 
 The streams come from `memorizing_jax.data.pipeline.make_stream`. The documents
 are split into `data_shards` shards (by default one per process); each process
@@ -17,82 +18,17 @@ documents, so the processes agree on how many batches all of them yield.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping
 
-import jax
 import numpy as np
 
+# Also how the gin configs of runs trained before DataConfig moved to `data/config.py`
+# name it (`inputs.DataConfig`): gin resolves that through this module.
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.data.streams import MODEL_INPUTS
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import multihost
-
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Which task, vocabulary and batch sizes.
-
-  Attributes:
-    task: a task registered in `memorizing_jax.data.tasks` (python_stdlib, pg19, ...).
-    vocabulary: "sentencepiece" (trained locally on the task, cached) or "byte".
-    vocabulary_size: SentencePiece size (ignored for bytes).
-    batch_size: global training rows (one document each at a time).
-    eval_batch_size: global evaluation rows.
-    train_split, eval_split: the task's splits to train and evaluate on.
-    data_dir: where tasks cache tokens and vocabularies (None: the default).
-    seed: order of the training documents.
-    data_shards: how many shards the documents are split into (None: one per
-      process). Must be a multiple of the process count; keep it when resuming a
-      run on another number of processes to continue its data exactly.
-    text_feature: for a seqio task registered by the user (not one of
-      `memorizing_jax.data.tasks`), the string feature of its examples that holds
-      the text.
-    keep_binary_files: also train on files of folder corpora that look binary or
-      are not UTF-8 (skipped by default, and counted in the log; see
-      `memorizing_jax.data.documents`).
-  """
-
-  task: str = "python_stdlib"
-  vocabulary: str = "sentencepiece"
-  vocabulary_size: int = 32000
-  batch_size: int = 8
-  eval_batch_size: int = 8
-  train_split: str = "train"
-  eval_split: str = "validation"
-  data_dir: Optional[str] = None
-  seed: int = 0
-  data_shards: Optional[int] = None
-  text_feature: str = "text"
-  keep_binary_files: bool = False
-
-  def __post_init__(self):
-    if self.vocabulary not in ("sentencepiece", "byte"):
-      raise ValueError(f"DataConfig.vocabulary must be 'sentencepiece' or 'byte', got "
-                       f"{self.vocabulary!r}")
-    for name in ("batch_size", "eval_batch_size", "vocabulary_size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
-    if self.data_shards is not None and (
-        self.data_shards < 1 or self.data_shards % jax.process_count()):
-      raise ValueError(f"DataConfig.data_shards={self.data_shards} must be a positive "
-                       f"multiple of the {jax.process_count()} processes")
-    for name in ("batch_size", "eval_batch_size"):
-      if getattr(self, name) % self.num_shards:
-        raise ValueError(f"DataConfig.{name}={getattr(self, name)} must divide over the "
-                         f"{self.num_shards} data shards (one per process unless "
-                         "data_shards is set)")
-
-  @property
-  def num_shards(self) -> int:
-    return self.data_shards or jax.process_count()
-
-  def process_shards(self) -> List[int]:
-    """The shards this process reads."""
-    per_process = self.num_shards // jax.process_count()
-    return list(range(jax.process_index() * per_process,
-                      (jax.process_index() + 1) * per_process))
 
 
 def load_vocabulary(config: DataConfig):

@@ -24,6 +24,7 @@ import jax
 from etils import epath
 import optax
 
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import aot
@@ -156,7 +157,7 @@ class Run:
   """The pieces of one training run, built once."""
 
   model_config: ModelConfig
-  data: inputs_lib.DataConfig
+  data: DataConfig
   model: nn.Module
   tx: optax.GradientTransformation
   partitioner: Partitioner
@@ -165,7 +166,7 @@ class Run:
   steps: steps_lib.CompiledSteps
 
 
-def build_run(model_config: ModelConfig, data: inputs_lib.DataConfig,
+def build_run(model_config: ModelConfig, data: DataConfig,
               optimizer: optimizer_lib.OptimizerConfig, mesh: MeshConfig,
               trainer: TrainerConfig, devices: Optional[Sequence[Any]] = None) -> Run:
   """The pieces of a run, for this host's devices or `devices` (e.g. a TPU topology's
@@ -208,7 +209,7 @@ def restore_or_initialize(run: Run, checkpointer: checkpoints_lib.Checkpointer, 
       logging.warning(
           "the checkpoint's data position covers %d data shards, this run reads %d: the "
           "training stream starts again from its first document. To continue the data "
-          "exactly on %d processes, set inputs.DataConfig.data_shards = %d.",
+          "exactly on %d processes, set data_config.DataConfig.data_shards = %d.",
           len(positions), run.data.num_shards, jax.process_count(), len(positions))
     else:
       stream.restore(own)
@@ -274,7 +275,7 @@ class StopOnSignal:
 
 
 def train(*, workdir: str, model: ModelConfig = ModelConfig(),
-          data: inputs_lib.DataConfig = inputs_lib.DataConfig(),
+          data: DataConfig = DataConfig(),
           optimizer: optimizer_lib.OptimizerConfig = optimizer_lib.OptimizerConfig(),
           mesh: MeshConfig = MeshConfig(), trainer: TrainerConfig = TrainerConfig(),
           init_from: Optional[str] = None, gin_config: str = "") -> TrainResult:

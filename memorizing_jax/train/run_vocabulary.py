@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import jax
 
 from memorizing_jax.checkpointing import fallback
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.train import inputs as inputs_lib
 from memorizing_jax.train import multihost
 
@@ -48,7 +49,7 @@ def has_checkpoint(workdir: str) -> bool:
   return bool(fallback.committed_steps(os.path.join(workdir, "checkpoints")))
 
 
-def vocabulary_for_run(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":
+def vocabulary_for_run(workdir: str, data: DataConfig) -> "seqio.Vocabulary":
   """The run's vocabulary, the same on every process (see the module docstring).
 
   A collective on a fresh run: every process calls it.
@@ -66,7 +67,7 @@ def vocabulary_for_run(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Voca
       steps=fallback.committed_steps(checkpoints))
 
 
-def _build_and_store(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabulary":
+def _build_and_store(workdir: str, data: DataConfig) -> "seqio.Vocabulary":
   """Process 0 builds the vocabulary from the data and stores it; then every process
   reads the stored one."""
   stored_vocab = _stored_vocab()
@@ -81,7 +82,7 @@ def _build_and_store(workdir: str, data: inputs_lib.DataConfig) -> "seqio.Vocabu
 
 
 def store_if_missing(workdir: str, vocabulary: "seqio.Vocabulary",
-                     data: inputs_lib.DataConfig) -> None:
+                     data: DataConfig) -> None:
   """Process 0 stores `vocabulary` when the workdir has none (an older run, once its
   checkpoint restored with it)."""
   stored_vocab = _stored_vocab()

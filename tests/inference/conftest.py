@@ -5,9 +5,9 @@ import pytest
 TINY_GIN = """
 include 'train.gin'
 from __gin__ import dynamic_registration
+from memorizing_jax.data import config as data_config
 from memorizing_jax.data import synthetic_task
 from memorizing_jax.model import config as model_config
-from memorizing_jax.train import inputs
 from memorizing_jax.train import loop
 from memorizing_jax.train import optimizer
 from memorizing_jax.train import partitioner
@@ -26,7 +26,7 @@ model_config.ModelConfig.knn_k = 4
 model_config.ModelConfig.memory_slots = 64
 model_config.ModelConfig.relative_position_buckets = 8
 model_config.ModelConfig.relative_position_max_distance = 32
-inputs.DataConfig.vocabulary = 'byte'
+data_config.DataConfig.vocabulary = 'byte'
 BATCH_SIZE = 8
 partitioner.MeshConfig.data = 4
 partitioner.MeshConfig.model = 2

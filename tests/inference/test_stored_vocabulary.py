@@ -38,9 +38,9 @@ def sentencepiece_run(tmp_path_factory):
   tasks.register_folder_task(TASK, "file", root=str(root / "corpus"))
   gin_text = (TINY_GIN.replace("TASK = 'synthetic_recall'", f"TASK = '{TASK}'")
               .replace("VOCAB_SIZE = 264", "VOCAB_SIZE = 400")
-              .replace("inputs.DataConfig.vocabulary = 'byte'",
-                       "inputs.DataConfig.vocabulary = 'sentencepiece'\n"
-                       f"inputs.DataConfig.data_dir = '{root / 'data_dir'}'"))
+              .replace("data_config.DataConfig.vocabulary = 'byte'",
+                       "data_config.DataConfig.vocabulary = 'sentencepiece'\n"
+                       f"data_config.DataConfig.data_dir = '{root / 'data_dir'}'"))
   (root / "tiny.gin").write_text(gin_text)
   try:
     main.run_training(str(root / "run"), [str(root / "tiny.gin")], [])

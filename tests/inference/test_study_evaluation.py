@@ -10,14 +10,15 @@ import pytest
 def _configs(workdir):
   import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax import main  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data.config import DataConfig  # pylint: disable=g-import-not-at-top
   from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import inputs, loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
     main.parse_gin([os.path.join(os.path.dirname(workdir), "tiny.gin")], [],
                    main.gin_search_paths())
     return [gin.get_configurable(c)() for c in (
-        ModelConfig, inputs.DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
+        ModelConfig, DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
         loop.TrainerConfig)]
   finally:
     gin.clear_config()

@@ -52,10 +52,10 @@ def test_finetunes_continue_at_the_source_runs_last_learning_rate(paper_study, t
 def test_each_runs_recorded_shape_is_the_one_its_gin_trains_with(paper_study):
   """The records' batch size, segment length, memory size and XL flag are the plan's; they must
   be what the run's gin files give the trainer, or the table would describe another run."""
+  from memorizing_jax.data.config import DataConfig
   from memorizing_jax.model.config import ModelConfig
-  from memorizing_jax.train import inputs
   for spec in paper_study.plan():
-    data, model = paper_study.configured(spec, "runs", inputs.DataConfig, ModelConfig)
+    data, model = paper_study.configured(spec, "runs", DataConfig, ModelConfig)
     memory_slots = model.memory_slots if model.knn_layers else 0
     assert (data.batch_size, model.segment_length, memory_slots, model.use_xl_cache) == (
         spec.batch_size, spec.segment_length, spec.memory_slots, spec.xl), (spec.study, spec.run)

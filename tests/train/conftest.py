@@ -6,8 +6,9 @@ import random
 import pytest
 
 from memorizing_jax import main
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import inputs, loop, optimizer, partitioner
+from memorizing_jax.train import loop, optimizer, partitioner
 
 TASK = "train_tests_corpus"
 # A byte vocabulary has 259 ids; 264 splits evenly over 8 devices.
@@ -46,7 +47,7 @@ class Configs:
   """Keyword arguments of `loop.train` for a tiny run."""
 
   model: ModelConfig
-  data: inputs.DataConfig
+  data: DataConfig
   optimizer: optimizer.OptimizerConfig
   mesh: partitioner.MeshConfig
   trainer: loop.TrainerConfig
@@ -67,8 +68,8 @@ def tiny(corpus) -> Configs:
   task, data_dir = corpus
   return Configs(
       model=ModelConfig(**TINY_MODEL),
-      data=inputs.DataConfig(task=task, vocabulary="byte", batch_size=8, eval_batch_size=8,
-                             data_dir=data_dir),
+      data=DataConfig(task=task, vocabulary="byte", batch_size=8, eval_batch_size=8,
+                      data_dir=data_dir),
       optimizer=optimizer.OptimizerConfig(
           schedule=optimizer.ScheduleConfig(peak_learning_rate=0.01, warmup_steps=4)),
       mesh=partitioner.MeshConfig(data=4, model=2),
@@ -83,7 +84,7 @@ def entry_point_bindings(total_steps: int, checkpoint_every: int, *, eval_batche
   model = [f"model_config.ModelConfig.{k} = {v!r}" for k, v in TINY_MODEL.items()]
   return model + [
       "TASK = 'github'",
-      "inputs.DataConfig.vocabulary = 'byte'",
+      "data_config.DataConfig.vocabulary = 'byte'",
       "BATCH_SIZE = 8",
       "optimizer.ScheduleConfig.peak_learning_rate = 0.01",
       "optimizer.ScheduleConfig.warmup_steps = 4",

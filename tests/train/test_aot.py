@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from memorizing_jax import compile as compile_lib
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import aot, chips, inputs, loop, optimizer, partitioner
+from memorizing_jax.train import aot, chips, loop, optimizer, partitioner
 
 pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
 
@@ -31,8 +32,8 @@ def devices():
 
 def build(devices, model=MODEL):
   return loop.build_run(
-      model, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                               eval_batch_size=BATCH),
+      model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                        eval_batch_size=BATCH),
       optimizer.OptimizerConfig(), partitioner.MeshConfig(data=-1, model=1),
       loop.TrainerConfig(), devices=devices)
 
@@ -97,7 +98,7 @@ def test_a_step_too_big_for_the_chip_is_refused(devices):
 def test_reference_step_gives_the_ratio_to_xl(devices):
   # Another segment length than the fixture's: the session's persistent compilation
   # cache would otherwise offer its compile-only TPU executables back (and warn).
-  arguments = dict(model=dataclasses.replace(MODEL, segment_length=32), data=inputs.DataConfig(task="github", vocabulary="byte",
+  arguments = dict(model=dataclasses.replace(MODEL, segment_length=32), data=DataConfig(task="github", vocabulary="byte",
                                                        batch_size=BATCH, eval_batch_size=BATCH),
                    optimizer=optimizer.OptimizerConfig(),
                    mesh=partitioner.MeshConfig(data=-1, model=1), trainer=loop.TrainerConfig())
@@ -130,8 +131,8 @@ def test_a_memory_split_over_the_memory_axis_compiles_for_tpu(devices):
   and slots and the summed output, far less than the memory."""
   def split_run(model):
     return loop.build_run(
-        model, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                                 eval_batch_size=BATCH),
+        model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                          eval_batch_size=BATCH),
         optimizer.OptimizerConfig(), partitioner.MeshConfig(data=1, model=1, memory=4),
         loop.TrainerConfig(), devices=devices)
 

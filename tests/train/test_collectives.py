@@ -12,8 +12,9 @@ import functools
 import numpy as np
 import pytest
 
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import compiled, inputs, loop, optimizer, partitioner, steps
+from memorizing_jax.train import compiled, loop, optimizer, partitioner, steps
 
 BATCH = 16
 # 2 layers, 8 heads, 8K slots: the memory (8 MiB per row) dwarfs the parameters.
@@ -33,8 +34,8 @@ def memory_bytes(config: ModelConfig) -> int:
 @functools.lru_cache(maxsize=None)
 def compile_train_step(config: ModelConfig, data: int, model: int, memory: int = 1):
   run = loop.build_run(
-      config, inputs.DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                                eval_batch_size=BATCH),
+      config, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                         eval_batch_size=BATCH),
       optimizer.OptimizerConfig(),
       partitioner.MeshConfig(data=data, model=model, memory=memory), loop.TrainerConfig())
   batch = steps.abstract_batch(run.partitioner, BATCH, config.segment_length)

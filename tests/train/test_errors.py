@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memorizing_jax.train import checkpoints, inputs, loop, loss_guard, train_state
+from memorizing_jax.data.config import DataConfig
+from memorizing_jax.train import checkpoints, loop, loss_guard, train_state
 from memorizing_jax.train.workdir_lock import LOCK_NAME
 
 
@@ -153,8 +154,8 @@ def test_data_positions_are_kept_per_shard():
 
 def test_bad_data_shards_are_named():
   with pytest.raises(ValueError, match=r"data_shards=0 must be a positive multiple of the 1"):
-    inputs.DataConfig(data_shards=0)
+    DataConfig(data_shards=0)
   with pytest.raises(ValueError, match=r"batch_size=6 must divide over the 4 data shards"):
-    inputs.DataConfig(batch_size=6, data_shards=4)
-  assert inputs.DataConfig(batch_size=8, data_shards=4).process_shards() == [0, 1, 2, 3]
-  assert inputs.DataConfig().process_shards() == [0]
+    DataConfig(batch_size=6, data_shards=4)
+  assert DataConfig(batch_size=8, data_shards=4).process_shards() == [0, 1, 2, 3]
+  assert DataConfig().process_shards() == [0]

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 
 from memorizing_jax.data import streams, tasks, token_cache, vocab
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.train import inputs
 
 
@@ -19,9 +20,9 @@ def test_keep_binary_files_reaches_the_stream(tmp_path):
   byte_vocabulary = vocab.get_vocabulary("inputs_binary", kind="byte")
 
   def documents(keep):
-    config = inputs.DataConfig(task="inputs_binary", vocabulary="byte", batch_size=1,
-                               eval_batch_size=1, data_dir=str(tmp_path / f"data_{keep}"),
-                               keep_binary_files=keep)
+    config = DataConfig(task="inputs_binary", vocabulary="byte", batch_size=1,
+                        eval_batch_size=1, data_dir=str(tmp_path / f"data_{keep}"),
+                        keep_binary_files=keep)
     (stream,) = inputs.make_stream(config, 8, byte_vocabulary, "train").streams.values()
     return sorted(stream.document_names)
 
@@ -31,8 +32,8 @@ def test_keep_binary_files_reaches_the_stream(tmp_path):
 
 def _two_shards(corpus, data_dir):
   task, _ = corpus
-  return inputs.DataConfig(task=task, vocabulary="byte", batch_size=4, eval_batch_size=4,
-                           data_dir=str(data_dir), data_shards=2)
+  return DataConfig(task=task, vocabulary="byte", batch_size=4, eval_batch_size=4,
+                    data_dir=str(data_dir), data_shards=2)
 
 
 def test_a_process_of_two_shards_resumes_them_exactly(corpus, tmp_path):

@@ -6,8 +6,9 @@ import gin
 import pytest
 
 from memorizing_jax import main
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import inputs, loop, optimizer, partitioner
+from memorizing_jax.train import loop, optimizer, partitioner
 
 from conftest import run_entry_point  # pylint: disable=g-bad-import-order
 
@@ -27,7 +28,7 @@ def clean_gin():
 def _configs():
   """The configs gin builds (each validates itself on construction)."""
   return {cls.__name__: gin.get_configurable(cls)() for cls in
-          (ModelConfig, inputs.DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
+          (ModelConfig, DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
            loop.TrainerConfig)}
 
 
@@ -79,7 +80,7 @@ def test_memory_layers_on_the_base_model(memory, xl, slots):
 
 def test_later_bindings_override_the_files():
   main.parse_gin(["gin/quickstart.gin"],
-                 ["loop.TrainerConfig.total_steps = 7", "inputs.DataConfig.batch_size = 16"],
+                 ["loop.TrainerConfig.total_steps = 7", "data_config.DataConfig.batch_size = 16"],
                  main.gin_search_paths())
   configs = _configs()
   assert configs["TrainerConfig"].total_steps == 7
@@ -157,7 +158,7 @@ def test_print_config_prints_the_operative_config_without_training(capsys):
   assert status == 0
   # The bindings of train.gin, quickstart.gin and the command line, as config.gin holds them.
   assert "loop.TrainerConfig.total_steps = 7\n" in out
-  assert "inputs.DataConfig.task = %TASK\n" in out and "TASK = 'python_stdlib'\n" in out
+  assert "data_config.DataConfig.task = %TASK\n" in out and "TASK = 'python_stdlib'\n" in out
   assert "loop.train.model = @model_config.ModelConfig()\n" in out
 
 
@@ -191,14 +192,14 @@ def test_misspelt_macro_is_named_with_a_suggestion():
 
 
 def test_wrong_type_names_the_binding_the_field_type_and_the_value():
-  with pytest.raises(main.ConfigError, match=r"inputs.DataConfig.batch_size = 'x' is a str, but "
+  with pytest.raises(main.ConfigError, match=r"data_config.DataConfig.batch_size = 'x' is a str, but "
                                              r"DataConfig.batch_size takes int"):
-    main.parse_gin(["gin/quickstart.gin"], ["inputs.DataConfig.batch_size = 'x'"],
+    main.parse_gin(["gin/quickstart.gin"], ["data_config.DataConfig.batch_size = 'x'"],
                    main.gin_search_paths())
 
 
 def test_wrong_type_through_a_macro_and_an_optional_field():
-  with pytest.raises(main.ConfigError, match=r"inputs.DataConfig.batch_size = %BATCH_SIZE "
+  with pytest.raises(main.ConfigError, match=r"data_config.DataConfig.batch_size = %BATCH_SIZE "
                                              r"\(= 8.5\) is a float, but DataConfig."
                                              r"batch_size takes int"):
     main.parse_gin(["gin/quickstart.gin"], ["BATCH_SIZE = 8.5"], main.gin_search_paths())
@@ -216,8 +217,29 @@ def test_wrong_type_through_a_macro_and_an_optional_field():
 
 def test_command_line_reports_a_wrong_type_as_one_message(tmp_path, capsys):
   status = run_entry_point(["--gin_file=gin/quickstart.gin", f"--workdir={tmp_path}",
-                      "--gin_bindings=inputs.DataConfig.batch_size = 'x'"])
+                      "--gin_bindings=data_config.DataConfig.batch_size = 'x'"])
   err = capsys.readouterr().err
   assert status == 1 and "Traceback" not in err
-  assert "error: gin configuration error: inputs.DataConfig.batch_size = 'x' is a str" in err
+  assert "error: gin configuration error: data_config.DataConfig.batch_size = 'x' is a str" in err
   assert not (tmp_path / "checkpoints").exists()
+
+
+def _as_before_data_config_moved(config_gin: str) -> str:
+  """A config.gin as runs trained before `DataConfig` moved to `memorizing_jax.data.config`
+  wrote it: through `memorizing_jax.train.inputs`."""
+  old = (config_gin.replace("from memorizing_jax.data import config as data_config",
+                            "from memorizing_jax.train import inputs")
+         .replace("data_config.DataConfig", "inputs.DataConfig"))
+  assert "data_config" not in old and "inputs.DataConfig.task = %TASK\n" in old
+  return old
+
+
+def test_config_gin_of_a_run_from_before_data_config_moved_still_parses(tmp_path):
+  """Such a run resumes with its own config.gin, which binds `inputs.DataConfig`."""
+  config_gin = main.operative_config(["gin/quickstart.gin"],
+                                     ["data_config.DataConfig.batch_size = 16"])
+  configs = _configs()
+  gin.clear_config()
+  (tmp_path / "config.gin").write_text(_as_before_data_config_moved(config_gin))
+  main.parse_gin([str(tmp_path / "config.gin")], [], main.gin_search_paths())
+  assert _configs() == configs and configs["DataConfig"].batch_size == 16

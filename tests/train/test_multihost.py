@@ -34,7 +34,7 @@ STEPS = 6
 def _bindings(total_steps, stop_check_every=10):
   return entry_point_bindings(
       total_steps, 2, eval_batches=1, keep_checkpoints=10,
-      extra=["inputs.DataConfig.data_shards = 2",
+      extra=["data_config.DataConfig.data_shards = 2",
              f"loop.TrainerConfig.stop_check_every = {stop_check_every}"])
 
 

@@ -23,13 +23,14 @@ SEGMENT, ROWS, STEPS = 16, 4, 12
 WORKER = """
 import sys
 import numpy as np
+from memorizing_jax.data.config import DataConfig
 from memorizing_jax.train import inputs, multihost
 address, index, data_dir, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 multihost.initialize(multihost.DistributedConfig(coordinator_address=address,
                                                  num_processes=2, process_id=index))
 from memorizing_jax.data import vocab
-config = inputs.DataConfig(task="github", vocabulary="byte", batch_size={rows},
-                           eval_batch_size={rows}, data_dir=data_dir)
+config = DataConfig(task="github", vocabulary="byte", batch_size={rows},
+                    eval_batch_size={rows}, data_dir=data_dir)
 train = inputs.make_stream(config, {segment}, vocab.byte_vocabulary(), "train")
 batches = [next(train) for _ in range({steps})]
 evaluation = list(inputs.make_stream(config, {segment}, vocab.byte_vocabulary(), "eval"))

@@ -112,8 +112,8 @@ def _train_through_the_entry_point(workdir, task, data_dir):
   import gin  # pylint: disable=g-import-not-at-top
   from memorizing_jax import main  # pylint: disable=g-import-not-at-top
   bindings = entry_point_bindings(6, 3, eval_batches=1, keep_checkpoints=5, extra=[
-      f"TASK = '{task}'", "inputs.DataConfig.vocabulary = 'sentencepiece'",
-      f"inputs.DataConfig.data_dir = '{data_dir}'", f"VOCAB_SIZE = {SIZE}",
+      f"TASK = '{task}'", "data_config.DataConfig.vocabulary = 'sentencepiece'",
+      f"data_config.DataConfig.data_dir = '{data_dir}'", f"VOCAB_SIZE = {SIZE}",
       f"model_config.ModelConfig.vocab_size = {SIZE}"])
   gin.clear_config()
   try:
