@@ -3,8 +3,8 @@
 The trainer builds its streams from it (`train/inputs.py`), and `mj.load` reads it
 back from a run's operative gin config (`inference/run_config.py`). Gin files bind
 it as `data_config.DataConfig` (`from memorizing_jax.data import config as
-data_config`); runs trained before it moved here name it `inputs.DataConfig`
-(`from memorizing_jax.train import inputs`), which still resolves to this class.
+data_config`); runs trained before it moved here name it `inputs.DataConfig`, through
+the trainer's `train/inputs.py`, which imports this class, so that name still resolves.
 """
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def configs_from_gin(text: str) -> Tuple[ModelConfig, DataConfig]:
 
   Bindings are matched by class name, whatever module the config reached the class
   through: runs trained before `DataConfig` moved to `memorizing_jax.data.config`
-  bind `inputs.DataConfig` (`from memorizing_jax.train import inputs`).
+  bind `inputs.DataConfig` (the trainer's `train/inputs.py`), which matches as well.
   """
   bindings, imports = parse_bindings(text)
   for module in imports:
