@@ -37,15 +37,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from memorizing_jax import main as main_lib  # noqa: E402  (its --gin_file/--gin_param flags)
+from memorizing_jax import command_line  # noqa: E402  (--gin_file, --gin_param, --out)
+from memorizing_jax import main as main_lib  # noqa: E402
 from memorizing_jax.train import aot  # noqa: E402
 from memorizing_jax.train import chips  # noqa: E402
 from memorizing_jax.train import loop  # noqa: E402
 
 FLAGS = flags.FLAGS
+for _name in (*command_line.GIN_FLAGS, "out"):  # defined in command_line
+  flags.declare_key_flag(_name)
 flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v4:2x2x4, v5e:4x4, "
                     "v5p:2x2x1, v6e:2x2.")
-flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
 flags.DEFINE_bool("evaluation", True, "Also compile the evaluation step (its peak memory "
                   "counts towards fitting).")
 flags.DEFINE_bool("megacore", True, "v4 and v5p: one device per chip, as their pods run "
@@ -121,7 +123,7 @@ def main(argv: Sequence[str]) -> Optional[int]:
     raise app.UsageError("--topology is required (e.g. --topology=v5e:4x4)")
   try:
     arguments = main_lib.load_run_config(FLAGS.gin_file, FLAGS.gin_param,
-                                         [*FLAGS.gin_search_path, *FLAGS.gin_search_paths])
+                                         command_line.gin_search_path_flags())
     devices = aot.topology_devices(FLAGS.topology, FLAGS.megacore)
     report = dict(topology=FLAGS.topology,
                   **compile_for(devices, arguments, FLAGS.evaluation, FLAGS.reference))

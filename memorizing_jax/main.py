@@ -36,6 +36,7 @@ from absl import flags
 from absl import logging
 import gin
 
+from memorizing_jax import command_line
 from memorizing_jax import gin_errors
 from memorizing_jax.gin_errors import ConfigError
 from memorizing_jax.train import multihost
@@ -48,19 +49,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # jax.distributed.initialize (in main) refuses to run once a backend has started.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files to parse, in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files "
-                          "(also spelt --gin_bindings, as in t5x).")
-flags.DEFINE_alias("gin_bindings", "gin_param")
-flags.DEFINE_multi_string("gin_search_path", [], "More folders to look for gin files in.")
-flags.DEFINE_list("gin_search_paths", [], "More folders to look for gin files in, "
-                  "comma-separated (t5x's spelling; added after --gin_search_path).")
+for _name in (*command_line.GIN_FLAGS, "workdir"):  # defined in command_line
+  flags.declare_key_flag(_name)
 flags.DEFINE_bool("print_config", False,
                   "Parse the gin files and bindings, build and validate the configs, print "
                   "the operative config (what the run's config.gin would hold) and exit "
                   "without training; --workdir is not needed.")
-flags.DEFINE_string("workdir", None, "Where checkpoints, events and config.gin go "
-                    "(a local path or gs://...).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                   "Start jax.distributed: auto = when --coordinator_address/--num_processes "
                   "(or their $JAX_* variables) are given, or on a TPU VM; on = always (JAX "
@@ -136,7 +130,7 @@ def _not_gin_include_search(record: std_logging.LogRecord) -> bool:
 def build_train_arguments() -> dict:
   """The arguments gin gives `loop.train` besides workdir and gin_config: the configs,
   each validated as it is built (unbound ones keep `loop.train`'s defaults)."""
-  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top  (see the top)
   try:
     gin.get_configurable(loop.train)
   except ValueError:  # no file binds loop.train: the defaults
@@ -163,7 +157,7 @@ def load_run_config(files: Sequence[str], params: Sequence[str],
 def run_training(workdir: str, files: Sequence[str], params: Sequence[str],
                  extra_search_paths: Sequence[str] = ()):
   """Parses the gin config and trains; returns the loop's `TrainResult`."""
-  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top  (see the top)
   arguments = load_run_config(files, params, extra_search_paths)
   return loop.train(workdir=workdir, gin_config=gin.config_str(), **arguments)
 
@@ -187,12 +181,6 @@ class _QuietLibraries(std_logging.Filter):
     return not any(f"/{name}" in path for name in self.NOISY)
 
 
-def _hide_accelerators_from_tensorflow() -> None:
-  """TensorFlow (data, event files) must not take GPU memory that JAX needs."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (seconds; training only)
-  tf.config.set_visible_devices([], "GPU")
-
-
 def _print_config(params: Sequence[str], search_paths: Sequence[str]) -> int:
   """--print_config: the operative config on stdout, or the error on stderr."""
   try:
@@ -210,7 +198,7 @@ def main(argv: Sequence[str]) -> Optional[int]:
   params = list(FLAGS.gin_param)
   if FLAGS.profile_steps:
     params.append(f"loop.TrainerConfig.profile_steps = {FLAGS.profile_steps}")
-  search_paths = [*FLAGS.gin_search_path, *FLAGS.gin_search_paths]
+  search_paths = command_line.gin_search_path_flags()
   if FLAGS.print_config:
     return _print_config(params, search_paths)
   try:
@@ -220,9 +208,10 @@ def main(argv: Sequence[str]) -> Optional[int]:
   except multihost.DistributedError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  _hide_accelerators_from_tensorflow()
+  command_line.hide_accelerators_from_tensorflow()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
+  # Only now: importing the trainer starts JAX's backend (see the top of this module).
   from memorizing_jax.train import checkpoints, loop  # pylint: disable=g-import-not-at-top
   try:
     result = run_training(FLAGS.workdir, FLAGS.gin_file, params, search_paths)

@@ -1,4 +1,4 @@
-"""The steps saved in a checkpoint folder, and restoring the newest intact one.
+"""Restoring the newest intact one of a checkpoint folder's steps.
 
 A checkpoint is intact when it restores without error and its arrays match the
 digests saved with it (`digests.py`). A damaged one (a truncated or deleted file,
@@ -10,9 +10,8 @@ recorded restores unverified, with a warning saying so.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
-from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -40,18 +39,6 @@ class CorruptCheckpointError(RuntimeError):
                        sorted(problems.items(), reverse=True))
     super().__init__(f"no intact checkpoint in {directory}; every one is damaged:\n{listed}\n"
                      f"{advice}")
-
-
-def committed_steps(directory: str) -> List[int]:
-  """The steps saved in `directory` (its step-numbered folders), ascending.
-
-  A folder still being written has a temporary name, so every numbered folder is
-  a finished save; whether it is intact is only known by restoring it.
-  """
-  root = epath.Path(directory)
-  if not root.is_dir():
-    return []
-  return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit() and d.is_dir())
 
 
 def stored_digests(directory: str, step: int) -> Optional[Dict[str, str]]:

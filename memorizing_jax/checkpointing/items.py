@@ -1,10 +1,11 @@
-"""The JSON items of a checkpoint step, read straight from their files.
+"""The items of a checkpoint step, and the JSON ones read straight from their files.
 
 Each step folder holds one folder per item; orbax's `JsonCheckpointHandler` writes
-an item as `<directory>/<step>/<item>/metadata`. Reading that file needs neither
+a JSON item as `<directory>/<step>/<item>/metadata`. Reading that file needs neither
 orbax nor a `CheckpointManager`, and no JAX: the inference loader, the trainer's
 vocabulary and the digest check read small items this way. The items:
 
+  state        the arrays (orbax's PyTree format, not JSON: `reader.py` reads it)
   config       {"gin": the operative gin config}
   data         {"<shard>": data stream position}
   digests      {"algorithm", "arrays": {leaf name: digest}} (`digests.py`)
@@ -17,6 +18,7 @@ from typing import Any, Optional
 
 from etils import epath
 
+STATE_ITEM = "state"
 CONFIG_ITEM = "config"
 DATA_ITEM = "data"
 DIGESTS_ITEM = "digests"

@@ -23,7 +23,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from memorizing_jax.data import pg19  # no TensorFlow until PG-19 is read
 from memorizing_jax.data import repeats  # numpy only, cheap
+# The modules that import seqio and TensorFlow (seconds) are imported once the
+# arguments are parsed, so that --help and usage errors answer at once.
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 PROG = "python -m memorizing_jax.data"
@@ -113,7 +116,7 @@ def split_stats(cache) -> dict:
 def sample_segment(task: str, split: str, vocabulary, length: int, data_dir,
                    keep_binary_files: bool = False) -> dict:
   """The first row of the first eval batch of the split, decoded."""
-  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (seqio)
   stream = pipeline.make_stream(task, split, 1, length, vocabulary=vocabulary, mode="eval",
                                 data_dir=data_dir, progress=False,
                                 keep_binary_files=keep_binary_files)
@@ -146,7 +149,7 @@ def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, 
                    keep_binary_files: bool = False) -> dict:
   """Which documents the training stream reads in steps [start, steps): their number,
   the targets read, and the `top` documents by targets read, with their share."""
-  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (seqio)
   stream = pipeline.make_stream(task, "train", batch_size, segment_length,
                                 vocabulary=vocabulary, mode="train", seed=seed,
                                 data_dir=data_dir, progress=False,
@@ -178,7 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   line on stderr and no traceback."""
   args = parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter.
-  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
   try:
     tasks.get_reader(args.task)
   except ValueError as error:  # An unknown task: a usage error.
@@ -193,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
   """Prints what `args` ask for as JSON."""
-  from memorizing_jax.data import pg19  # pylint: disable=g-import-not-at-top
+  # seqio and TensorFlow, after the arguments (see the top).
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import token_cache  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top

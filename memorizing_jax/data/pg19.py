@@ -37,6 +37,7 @@ PG19_VERSION = "0.1.1"
 def _tfds():
   # tfds must not probe cloud storage for metadata (slow warnings offline).
   os.environ.setdefault("NO_GCE_CHECK", "true")
+  # Only for PG-19: tfds takes seconds to import, and must see NO_GCE_CHECK first.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds
 

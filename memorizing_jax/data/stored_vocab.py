@@ -291,18 +291,30 @@ def check_fits_data_config(description: dict, workdir: str, task: str, kind: str
         "config.gin), or train in a new workdir")
 
 
-def check_fits_model(vocabulary: seqio.Vocabulary, model_vocab_size: int, workdir: str
-                     ) -> None:
-  """Every id of the stored vocabulary must have a row in the model's embedding.
+def check_fits_model(vocabulary: seqio.Vocabulary, model_vocab_size: int,
+                     workdir: Optional[str] = None) -> None:
+  """Every id of `vocabulary` must have a row in the model's embedding.
 
+  Args:
+    model_vocab_size: the model's embedding rows (`ModelConfig.vocab_size`).
+    workdir: the run whose stored vocabulary this is, when the model's config is the
+      run's own (a checkpoint's): then the vocabulary is the suspect. None: the model
+      config is being chosen (a training run), so it is the one to change.
   Raises:
-    StoredVocabularyError: the vocabulary has more ids than `model_vocab_size`.
+    ValueError: the vocabulary has more ids than `model_vocab_size`; a
+      StoredVocabularyError when `workdir` is given.
   """
-  if vocabulary.vocab_size > model_vocab_size:
-    raise StoredVocabularyError(
-        f"the vocabulary stored in {vocabulary_dir(workdir)} has {vocabulary.vocab_size} "
-        f"ids but the run's model only {model_vocab_size} (ModelConfig.vocab_size): it is "
-        f"not this run's vocabulary; {_FIX}")
+  if vocabulary.vocab_size <= model_vocab_size:
+    return
+  if workdir is None:
+    raise ValueError(
+        f"ModelConfig.vocab_size={model_vocab_size} is smaller than the vocabulary's "
+        f"{vocabulary.vocab_size} ids: set ModelConfig.vocab_size >= {vocabulary.vocab_size} "
+        "(a multiple of 128 shards best)")
+  raise StoredVocabularyError(
+      f"the vocabulary stored in {vocabulary_dir(workdir)} has {vocabulary.vocab_size} "
+      f"ids but the run's model only {model_vocab_size} (ModelConfig.vocab_size): it is "
+      f"not this run's vocabulary; {_FIX}")
 
 
 def run_vocabulary(workdir: str, task: str, kind: str, size: int, *,

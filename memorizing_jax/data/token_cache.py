@@ -49,6 +49,7 @@ import seqio
 import tqdm
 
 from memorizing_jax.data import data_dir as data_dir_lib
+from memorizing_jax.data import tasks
 from memorizing_jax.data import vocab as vocab_lib
 from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
 from memorizing_jax.data.documents import ReadReport
@@ -207,7 +208,6 @@ def load_or_build_shards(task: str, split: str, vocabulary: seqio.Vocabulary,
   """
   if num_shards < 1 or not shards or any(not 0 <= s < num_shards for s in shards):
     raise ValueError(f"shards {list(shards)} must be in [0, num_shards={num_shards})")
-  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   reader = tasks.get_reader(task, text_feature)
   vocab_lib.check_vocabulary_for_task(vocabulary, task)
   min_tokens = int(getattr(reader, "min_tokens", 0))

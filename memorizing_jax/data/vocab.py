@@ -28,6 +28,7 @@ import seqio
 import sentencepiece as spm
 
 from memorizing_jax.data import data_dir as data_dir_lib
+from memorizing_jax.data import tasks
 from memorizing_jax.data.data_dir import PathLike, resolve_data_dir
 
 VOCAB_KINDS = ("sentencepiece", "byte")
@@ -181,7 +182,6 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
     return byte_vocabulary()
   if kind != "sentencepiece":
     raise ValueError(f"unknown vocabulary kind {kind!r}; expected one of {VOCAB_KINDS}")
-  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   reader = tasks.get_reader(task, text_feature)
   if sample_bytes is None:
     sample_bytes = default_sample_bytes(size)

@@ -3,8 +3,8 @@
     import memorizing_jax as mj
     m = mj.load("runs/quickstart")
 """
+from memorizing_jax.checkpointing.discovery import NoCheckpointError
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError
-from memorizing_jax.inference.checkpoint import NoCheckpointError
 from memorizing_jax.inference.explanation import Explanation
 from memorizing_jax.inference.generation import Generation
 from memorizing_jax.inference.loaded_model import LoadedModel

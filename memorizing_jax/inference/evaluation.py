@@ -7,7 +7,8 @@ model state, as training does (XL cache and memory carried from segment to
 segment), and yields every target's loss; with `memory_gain` it reads them a
 second time with the memory ablated (`ablation.py`), so each target's gain from
 memory is its loss without memory minus its loss with it (exactly 0 where the
-memory is empty anyway: a document's first segment).
+memory is empty anyway: a document's first segment). Each loss is
+`model.scoring.score_segment`'s, the same per-token core as the trainer's steps.
 
 `Tally` adds scored batches up into perplexity, bits per token and accuracy, and
 into `Split`s of the targets: by position in the document, by memory gain, or by
@@ -37,9 +38,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from memorizing_jax.inference import ablation
 from memorizing_jax.data.streams import MODEL_INPUTS
-from memorizing_jax.model import (DIAGNOSTICS, MemorizingTransformer, ModelConfig, axes,
-                                  sown_by_layer)
-from memorizing_jax.model import partitioning
+from memorizing_jax.model import MemorizingTransformer, ModelConfig, axes, sown_by_layer
+from memorizing_jax.model import partitioning, scoring
 from memorizing_jax.model.state import init_state
 
 LN2 = math.log(2.0)
@@ -104,17 +104,13 @@ def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
   """
 
   def apply(params, state, inputs, targets, loss_mask, start_of_sequence):
-    mutable = [DIAGNOSTICS] if retrievals else False
-    out = model.apply({"params": params}, inputs, state, start_of_sequence,
-                      deterministic=True, mutable=mutable)
-    (logits, new_state), variables = out if retrievals else (out, {})
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    top = top_retrieved(variables.get(DIAGNOSTICS, {})) if retrievals else None
+    scores = scoring.score_segment(model, params, state, inputs, targets, start_of_sequence,
+                                   diagnostics=retrievals)
+    top = top_retrieved(scores.diagnostics) if retrievals else None
+    new_state = scores.state
     if state_sharding is not None:
       new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
-    return new_state, nll * loss_mask, predictions, top
+    return new_state, scores.nll * loss_mask, scores.predictions, top
 
   if mesh is not None:
     apply = axes.in_mesh(apply, mesh, rules)

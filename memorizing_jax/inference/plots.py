@@ -16,6 +16,7 @@ from memorizing_jax.inference.explanation import Explanation
 
 
 def _figure(width: float, height: float):
+  # matplotlib takes half a second to import: only when a plot is drawn, not on `import mj`.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   return Figure(figsize=(width, height), layout="constrained")
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Iterator, Sequence
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from memorizing_jax.inference import ablation
-from memorizing_jax.model import (DIAGNOSTICS, MemorizingTransformer, ModelConfig, init_state,
-                                  sown_by_layer)
+from memorizing_jax.model import MemorizingTransformer, ModelConfig, init_state, sown_by_layer
+from memorizing_jax.model import scoring
 
 DIAGNOSTIC_NAMES = ("gate", "memory_share", "retrieved_positions", "retrieved_weights",
                     "retrieved_valid")
@@ -51,16 +49,9 @@ def make_segment_reader(model: MemorizingTransformer, diagnostics: bool):
   (state, nll [batch, L], predictions [batch, L], diagnostics) step."""
 
   def read(params, state, inputs, targets, start_of_sequence):
-    if diagnostics:
-      (logits, state), variables = model.apply({"params": params}, inputs, state,
-                                               start_of_sequence, mutable=[DIAGNOSTICS])
-      sown = nn.unbox(variables.get(DIAGNOSTICS, {}))
-    else:
-      logits, state = model.apply({"params": params}, inputs, state, start_of_sequence)
-      sown = {}
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return state, nll, jnp.argmax(logits, axis=-1).astype(jnp.int32), sown
+    scores = scoring.score_segment(model, params, state, inputs, targets, start_of_sequence,
+                                   diagnostics=diagnostics)
+    return scores.state, scores.nll, scores.predictions, scores.diagnostics
 
   return jax.jit(read, donate_argnums=(1,))
 

@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 from typing import Any, Dict, Tuple
 
+import gin.config_parser
+
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 
@@ -28,8 +30,6 @@ class _Reference:
 
 
 def _delegate():
-  import gin.config_parser  # pylint: disable=g-import-not-at-top
-
   class Delegate(gin.config_parser.ParserDelegate):
     def configurable_reference(self, scoped_configurable_name, evaluate):
       return _Reference(scoped_configurable_name)
@@ -43,7 +43,6 @@ def _delegate():
 def parse_bindings(text: str) -> Tuple[Dict[str, Dict[str, Any]], Tuple[str, ...]]:
   """{configurable selector: {parameter: value}} of the unscoped bindings, macros
   resolved, and the modules the config imports."""
-  import gin.config_parser  # pylint: disable=g-import-not-at-top
   macros, bindings, imports = {}, {}, []
   for statement in gin.config_parser.ConfigParser(text, _delegate()):
     if isinstance(statement, gin.config_parser.ImportStatement):

@@ -2,13 +2,15 @@
 
   optimizer     OptimizerConfig / ScheduleConfig: Adafactor (or AdamW), the paper's
                 warm-up + inverse-square-root schedule, gradient clipping
-  partitioner   MeshConfig and Partitioner: the (data, model) mesh, logical-axis rules,
-                shardings of parameters, optimizer state, ModelState and batches
+  partitioner   MeshConfig and Partitioner: the (data, model, memory) mesh, logical-axis
+                rules, shardings of batches and optimizer state (the parameters' and
+                ModelState's come from model/partitioning.py)
   train_state   TrainState (step, params, opt_state, model_state), created sharded
   steps         pure train_step / eval_step and their jax.jit wiring (donation)
   inputs        the vocabulary and the segment streams of a DataConfig (data/config.py)
   evaluation    evaluation over whole documents from a fresh ModelState
-  checkpoints   Checkpointer (orbax), init_from, workdir checks
+  checkpoints   Checkpointer (orbax): saving, resuming through checkpointing/reader.py,
+                moving damaged steps aside; workdir checks
   metrics       metric sums -> scalars, clu writers (TensorBoard + console), progress bar
   loss_guard    stop before saving when the loss is NaN, infinite or above a ceiling
   workdir_lock  one run per workdir: a lock file with the holder's host, pid, heartbeat

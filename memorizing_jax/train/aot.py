@@ -19,7 +19,6 @@ import jax
 from jax.experimental import topologies
 import numpy as np
 
-from memorizing_jax.model import state as model_state_lib
 from memorizing_jax.train import chips as chips_lib
 from memorizing_jax.train import compiled as compiled_lib
 from memorizing_jax.train import steps as steps_lib
@@ -139,20 +138,12 @@ def compile_train_step(run) -> StepCost:
   return _compiled_cost(lower_train_step(run), started)
 
 
-def abstract_eval_state(run) -> Any:
-  """The evaluation ModelState's shapes, dtypes and shardings."""
-  shapes = jax.eval_shape(lambda: model_state_lib.init_state(run.model_config,
-                                                             run.data.eval_batch_size))
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      shapes, run.eval_state_shardings)
-
-
 def compile_eval_step(run) -> StepCost:
   """Compiles `run.steps.evaluate` (the eval batch size's model state)."""
   started = time.perf_counter()
   batch = steps_lib.abstract_batch(run.partitioner, run.data.eval_batch_size,
                                    run.model_config.segment_length)
-  lowered = run.steps.evaluate.lower(run.layout.abstract.params, abstract_eval_state(run), batch)
+  lowered = run.steps.evaluate.lower(run.layout.abstract.params, run.eval_state, batch)
   return _compiled_cost(lowered, started)
 
 

@@ -11,12 +11,12 @@
               stores one, so that a checkpoint folder copied alone still loads
               (`memorizing_jax/data/stored_vocab.py`).
 
-Resuming takes the newest intact checkpoint: a damaged one is reported, moved
-aside (`<step>.damaged`) and the next older one is used
-(`memorizing_jax/checkpointing/fallback.py`).
+Resuming takes the newest intact checkpoint, read by the one checkpoint reader
+(`memorizing_jax/checkpointing/reader.py`): a damaged one is reported, moved aside
+(`<step>.damaged`) here, and the next older one is used.
 
-Also: `init_from` (start from another run's parameters, even of a different
-config) and the checks that turn orbax's errors into actionable messages.
+Also: the checks that a workdir can hold a checkpoint, and the data positions of
+every process gathered for saving.
 """
 from __future__ import annotations
 
@@ -28,15 +28,15 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from memorizing_jax.checkpointing import fallback, items
+from memorizing_jax.checkpointing import fallback, items, reader
 from memorizing_jax.data.data_dir import absolute_location, is_remote
-from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import
-from memorizing_jax.checkpointing.trees import CheckpointMismatchError  # pylint: disable=unused-import
-from memorizing_jax.checkpointing.trees import flatten_with_names, leaf_name, tree_differences
+from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # pylint: disable=unused-import  # (for callers)
+from memorizing_jax.checkpointing.trees import CheckpointMismatchError  # pylint: disable=unused-import  # (for callers)
 from memorizing_jax.train.train_state import TrainState
 
 
@@ -83,7 +83,6 @@ def gather_data_positions(positions: Dict[str, Any]) -> Dict[str, Any]:
   """
   if jax.process_count() == 1:
     return dict(positions)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   encoded = np.frombuffer(json.dumps(positions).encode("utf-8"), np.uint8)
   lengths = np.asarray(multihost_utils.process_allgather(np.array([encoded.size]))).reshape(-1)
   padded = np.zeros(int(lengths.max()), np.uint8)
@@ -121,7 +120,7 @@ class Checkpointer:
                                            enable_async_checkpointing=asynchronous,
                                            create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
-        "state": ocp.StandardCheckpointHandler(),
+        items.STATE_ITEM: ocp.StandardCheckpointHandler(),
         items.DATA_ITEM: ocp.JsonCheckpointHandler(),
         items.CONFIG_ITEM: ocp.JsonCheckpointHandler(),
         items.DIGESTS_ITEM: ocp.JsonCheckpointHandler(),
@@ -151,7 +150,7 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     saved = {
-        "state": ocp.args.StandardSave(state),
+        items.STATE_ITEM: ocp.args.StandardSave(state),
         items.DATA_ITEM: ocp.args.JsonSave(gather_data_positions(data_position)),
         items.CONFIG_ITEM: ocp.args.JsonSave({"gin": gin_config}),
         items.DIGESTS_ITEM: ocp.args.JsonSave(fallback.digests_item(state))}
@@ -176,16 +175,17 @@ class Checkpointer:
     return self._vocabulary
 
   def restore(self, step: int, abstract_state: TrainState) -> Tuple[TrainState, Dict[str, Any]]:
-    """Restores checkpoint `step`, verified against its digests (see `restore_latest`).
+    """(state, data positions) of checkpoint `step`, verified against its digests
+    (`checkpointing/reader.py`: any mesh, any number of processes).
 
     Raises:
-      CheckpointMismatchError: it does not fit the model (see `_restore_unverified`).
+      CheckpointMismatchError: it does not fit the model; the message lists the
+        differences and suggests `init_from`.
       CorruptCheckpointError: it is damaged; the message says what is wrong.
     """
-    _, restored, _ = fallback.restore_newest_intact(
-        self.directory, [step], lambda s: self._restore_unverified(s, abstract_state),
-        arrays_of=lambda restored: restored[0], advice=self._advice())
-    return restored
+    _, state, positions, _ = reader.restore_state(
+        self.directory, [step], abstract_state, self._advice(), self._mismatch_advice())
+    return state, positions
 
   def restore_latest(self, abstract_state: TrainState
                      ) -> Optional[Tuple[int, TrainState, Dict[str, Any]]]:
@@ -203,9 +203,8 @@ class Checkpointer:
     steps = self.all_steps()
     if not steps:
       return None
-    step, (state, positions), damaged = fallback.restore_newest_intact(
-        self.directory, steps, lambda s: self._restore_unverified(s, abstract_state),
-        arrays_of=lambda restored: restored[0], advice=self._advice())
+    step, state, positions, damaged = reader.restore_state(
+        self.directory, steps, abstract_state, self._advice(), self._mismatch_advice())
     self._move_aside(damaged)
     return step, state, positions
 
@@ -216,30 +215,10 @@ class Checkpointer:
             f"move the damaged step folders out of {self.directory} if an intact copy of "
             f"the run exists elsewhere (e.g. copy it back into {workdir}).")
 
-  def _restore_unverified(self, step: int, abstract_state: TrainState
-                          ) -> Tuple[TrainState, Dict[str, Any]]:
-    """Restores the state into the shardings of `abstract_state` (any mesh and any
-    number of processes: orbax reads each device's part of each array), and the
-    data positions of every shard, {"<shard>": position}.
-
-    Raises:
-      CheckpointMismatchError: the checkpoint's tree or shapes differ from the model's;
-        the message lists the differences and suggests `init_from`.
-      Exception: whatever orbax/tensorstore raise for a damaged checkpoint.
-    """
-    stored = flatten_with_names(self._manager.item_metadata(step)["state"].tree)
-    problems = tree_differences(stored, flatten_with_names(abstract_state))
-    if problems:
-      shown = "\n  ".join(problems[:20] + (["..."] if len(problems) > 20 else []))
-      raise CheckpointMismatchError(
-          f"The checkpoint at {self.directory}/{step} does not fit the configured model:\n  "
-          f"{shown}\nTo start a new run from its parameters, use a fresh --workdir and "
-          f"--gin_param=\"loop.train.init_from='{self.directory}/{step}'\"; to resume "
-          "this run, use the config it was trained with (config.gin in its workdir).")
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        "state": ocp.args.StandardRestore(abstract_state),
-        items.DATA_ITEM: ocp.args.JsonRestore()}))
-    return restored["state"], restored[items.DATA_ITEM]
+  def _mismatch_advice(self) -> str:
+    return (f"To start a new run from its parameters, use a fresh --workdir and "
+            f"--gin_param=\"loop.train.init_from='{self.directory}'\"; to resume this "
+            "run, use the config it was trained with (config.gin in its workdir).")
 
   def _move_aside(self, damaged: Dict[int, str]) -> None:
     """Renames damaged step folders to `<step>.damaged` (kept for inspection; orbax
@@ -256,8 +235,7 @@ class Checkpointer:
         folder.rename(target)
         logging.warning("moved the damaged checkpoint %s aside to %s", folder, target)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices("checkpoints: damaged steps moved aside")
+          multihost_utils.sync_global_devices("checkpoints: damaged steps moved aside")
     self._manager.reload()
 
   def wait(self) -> None:
@@ -267,85 +245,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def _resolve_checkpoint(path: str) -> Tuple[str, int]:
-  """`<dir>/<step>` or a folder of steps (a run's `checkpoints/` or its workdir)."""
-  root_path = epath.Path(absolute_location(path))
-  if root_path.name.isdigit() and (root_path / "state").is_dir():
-    return str(root_path.parent), int(root_path.name)
-  for root in (root_path, root_path / "checkpoints"):
-    if root.is_dir():
-      steps = [int(d.name) for d in root.iterdir()
-               if d.name.isdigit() and (d / "state").is_dir()]
-      if steps:
-        return str(root), max(steps)
-  raise FileNotFoundError(
-      f"init_from={path!r} holds no checkpoint: give a run's workdir, its checkpoints/ "
-      "folder, or one step folder inside it")
-
-
-def load_matching_params(init_from: str, params: Any, param_shardings: Any) -> Tuple[Any, Dict[str, List[str]]]:
-  """Loads the parameters of another run's checkpoint that fit this model.
-
-  A parameter loads when the checkpoint has one of the same name and shape; the
-  others (for example the gate and temperature of a kNN layer the other run did
-  not have) keep their fresh initialisation. Parameters and optimizer state of
-  the other run are otherwise ignored: the new run starts at step 0.
-
-  Args:
-    init_from: a checkpoint step folder, a `checkpoints/` folder or a workdir.
-    params: this model's freshly initialised parameters.
-    param_shardings: their shardings (the loaded ones take the same).
-  Returns:
-    (params, report) where report has "loaded", "initialized" (new here),
-    "mismatched" (same name, other shape: initialised) and "unused" (only in the
-    checkpoint) parameter names.
-  """
-  directory, step = _resolve_checkpoint(init_from)
-  manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler()})
-  stored = flatten_with_names(manager.item_metadata(step)["state"].tree)
-  stored = {k[len("params."):]: v for k, v in stored.items() if k.startswith("params.")}
-  wanted = flatten_with_names(params)
-  shardings = flatten_with_names(param_shardings)
-  report = {"loaded": [], "initialized": [], "mismatched": [], "unused": []}
-  for name, leaf in wanted.items():
-    if name not in stored:
-      report["initialized"].append(name)
-    elif tuple(stored[name].shape) != tuple(leaf.shape):
-      report["mismatched"].append(name)
-    else:
-      report["loaded"].append(name)
-  report["unused"] = sorted(set(stored) - set(wanted))
-
-  # A partial restore of exactly the loadable leaves, nested as orbax stores them.
-  item, restore_args = {}, {}
-  for name in report["loaded"]:
-    node, args_node = item.setdefault("params", {}), restore_args.setdefault("params", {})
-    parts = name.split(".")
-    for part in parts[:-1]:
-      node, args_node = node.setdefault(part, {}), args_node.setdefault(part, {})
-    leaf = wanted[name]
-    node[parts[-1]] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=shardings[name])
-    args_node[parts[-1]] = ocp.ArrayRestoreArgs(sharding=shardings[name], dtype=leaf.dtype)
-  loaded = {}
-  if item:
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True)))["state"]
-    loaded = flatten_with_names(restored["params"])
-  manager.close()
-
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  new_leaves = []
-  for path, leaf in leaves:
-    name = leaf_name(path)
-    new_leaves.append(loaded.get(name, leaf))
-  logging.info("init_from %s/%d: loaded %d parameters, initialised %d new, %d with another "
-               "shape, %d unused", directory, step, len(report["loaded"]),
-               len(report["initialized"]), len(report["mismatched"]), len(report["unused"]))
-  for kind in ("initialized", "mismatched", "unused"):
-    for name in report[kind]:
-      logging.info("init_from: %s %s", kind, name)
-  return jax.tree_util.tree_unflatten(treedef, new_leaves), report

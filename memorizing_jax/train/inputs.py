@@ -27,25 +27,16 @@ import numpy as np
 # name it (`inputs.DataConfig`): gin resolves that through this module.
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.data.streams import MODEL_INPUTS
-from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import multihost
 
 
 def load_vocabulary(config: DataConfig):
   """The task's vocabulary (a SentencePiece model is trained and cached the first time)."""
+  # seqio (seconds) only when data is read: `compile` imports the trainer without it.
   from memorizing_jax.data import vocab  # pylint: disable=g-import-not-at-top
   return vocab.get_vocabulary(config.task, kind=config.vocabulary,
                               size=config.vocabulary_size, data_dir=config.data_dir,
                               text_feature=config.text_feature)
-
-
-def check_model_fits_vocabulary(model: ModelConfig, vocabulary) -> None:
-  """The model's embedding must have a row for every id of the vocabulary."""
-  if model.vocab_size < vocabulary.vocab_size:
-    raise ValueError(
-        f"ModelConfig.vocab_size={model.vocab_size} is smaller than the vocabulary's "
-        f"{vocabulary.vocab_size} ids: set ModelConfig.vocab_size >= {vocabulary.vocab_size} "
-        "(a multiple of 128 shards best)")
 
 
 class ProcessStream(Iterator[Dict[str, np.ndarray]]):
@@ -104,6 +95,7 @@ def make_stream(config: DataConfig, segment_length: int, vocabulary, mode: str
   A collective in eval mode with several processes (all call it): they agree on
   the number of batches.
   """
+  # seqio (seconds) only when data is read: `compile` imports the trainer without it.
   from memorizing_jax.data import pipeline, token_cache  # pylint: disable=g-import-not-at-top
   train = mode == "train"
   split = config.train_split if train else config.eval_split

@@ -24,7 +24,9 @@ import jax
 from etils import epath
 import optax
 
+from memorizing_jax.checkpointing import reader
 from memorizing_jax.data.config import DataConfig
+from memorizing_jax.model import partitioning
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import aot
@@ -162,7 +164,7 @@ class Run:
   tx: optax.GradientTransformation
   partitioner: Partitioner
   layout: train_state_lib.StateLayout
-  eval_state_shardings: Any
+  eval_state: Any  # the evaluation ModelState's ShapeDtypeStructs, carrying shardings
   steps: steps_lib.CompiledSteps
 
 
@@ -177,15 +179,14 @@ def build_run(model_config: ModelConfig, data: DataConfig,
   partitioner.check_batch_size(data.eval_batch_size, "DataConfig.eval_batch_size")
   model = MemorizingTransformer(model_config)
   tx = optimizer_lib.make_optimizer(optimizer)
-  layout = train_state_lib.train_state_layout(model, model_config, tx, data.batch_size,
-                                              partitioner)
-  eval_shardings = train_state_lib.model_state_shardings(model_config, data.eval_batch_size,
-                                                         partitioner)
+  layout = train_state_lib.train_state_layout(model_config, tx, data.batch_size, partitioner)
+  eval_state = partitioning.state_layout(model_config, data.eval_batch_size, partitioner.mesh,
+                                         partitioner.rules)
   steps = steps_lib.jit_steps(
       model, tx, optimizer_lib.learning_rate_schedule(optimizer.schedule), partitioner,
-      layout.shardings, eval_shardings, dropout_seed=trainer.seed + 1,
+      layout.shardings, partitioning.shardings_of(eval_state), dropout_seed=trainer.seed + 1,
       use_dropout=model_config.dropout_rate > 0)
-  return Run(model_config, data, model, tx, partitioner, layout, eval_shardings, steps)
+  return Run(model_config, data, model, tx, partitioner, layout, eval_state, steps)
 
 
 def restore_or_initialize(run: Run, checkpointer: checkpoints_lib.Checkpointer, stream,
@@ -218,11 +219,10 @@ def restore_or_initialize(run: Run, checkpointer: checkpoints_lib.Checkpointer, 
                       "ignored", latest, init_from)
     logging.info("resumed from %s/%d", checkpointer.directory, latest)
     return state
-  state = train_state_lib.create_train_state(run.model, run.model_config, run.tx,
-                                             run.data.batch_size, run.layout, seed)
+  state = train_state_lib.create_train_state(run.model_config, run.tx, run.data.batch_size,
+                                             run.layout, seed)
   if init_from:
-    params, _ = checkpoints_lib.load_matching_params(init_from, state.params,
-                                                     run.layout.shardings.params)
+    params, _ = reader.restore_matching_params(init_from, state.params)
     opt_state = jax.jit(run.tx.init, out_shardings=run.layout.shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)
   return state
@@ -234,7 +234,7 @@ def run_evaluation(run: Run, params: Any, vocabulary, max_batches: Optional[int]
   stream = inputs_lib.make_stream(run.data, run.model_config.segment_length, vocabulary,
                                   mode="eval")
   fresh = train_state_lib.fresh_model_state(run.model_config, run.data.eval_batch_size,
-                                            run.eval_state_shardings)
+                                            partitioning.shardings_of(run.eval_state))
   batches = (inputs_lib.model_inputs(b) for b in stream)
   return evaluation.evaluate(run.steps.evaluate, params, fresh, batches,
                              run.partitioner.global_batch, max_batches)
@@ -304,8 +304,7 @@ def train(*, workdir: str, model: ModelConfig = ModelConfig(),
   lock = workdir_lock.lock_workdir(workdir, trainer.lock_stale_after_s)
   try:
     # Stored with the run (fresh) or read back from it (resumed): train/run_vocabulary.py.
-    vocabulary = run_vocabulary.vocabulary_for_run(workdir, data)
-    inputs_lib.check_model_fits_vocabulary(model, vocabulary)
+    vocabulary = run_vocabulary.vocabulary_for_run(workdir, data, model.vocab_size)
     return _train_in_locked_workdir(workdir, run, vocabulary, trainer, init_from, gin_config,
                                     lock)
   finally:

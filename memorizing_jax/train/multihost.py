@@ -24,6 +24,10 @@ import sys
 import time
 from typing import Callable, Optional, TypeVar
 
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
 T = TypeVar("T")
 
 MODES = ("auto", "on", "off")
@@ -148,7 +152,6 @@ def initialize(config: DistributedConfig) -> bool:
     DistributedError: incomplete settings, or the processes did not all connect to
       the coordinator within `timeout_s` (the message names the address).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   if not should_initialize(config):
     return False
   if config.explicit:
@@ -188,22 +191,16 @@ def initialize(config: DistributedConfig) -> bool:
 
 def any_process(flag: bool) -> bool:
   """True when `flag` is true on any process (a collective: all processes call it)."""
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
     return bool(flag)
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
   return bool(np.asarray(flags).any())
 
 
 def largest_on_any_process(value: int) -> int:
   """The largest of every process's `value` (a collective: all processes call it)."""
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
     return int(value)
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   values = multihost_utils.process_allgather(np.asarray([int(value)], np.int64))
   return int(np.asarray(values).max())
 
@@ -215,7 +212,6 @@ def on_process_zero(fn: Callable[[], T], failed_elsewhere: Exception) -> Optiona
   raises together, process 0 its own error and the others `failed_elsewhere`, so no
   process waits for process 0 in vain.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   result, failure = None, None
   if jax.process_index() == 0:
     try:

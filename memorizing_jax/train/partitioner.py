@@ -4,7 +4,9 @@ One `Partitioner` owns the mesh (axes `data`, `model` and `memory`, Auto axis ty
 as pjit-style code expects; `memory` splits the memory's slots and is 1 unless a
 memory is too large for one device) and the logical-axis rules that map the model's logical
 names (`batch`, `embed`, `heads`, `mlp`, `vocab`, `memory_slots`, ...) to mesh
-axes, as in t5x and MaxText.
+axes, as in t5x and MaxText. The parameters' and the ModelState's layouts on it come
+from `model/partitioning.py`; this module adds the batches' and the optimizer
+state's.
 """
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ import logging
 import math
 from typing import Any, Optional, Sequence, Tuple
 
-import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import optax
 
-from memorizing_jax.model import axes
+from memorizing_jax.model import axes, partitioning
 
 MESH_AXES = ("data", "model", "memory")
 LogicalRules = Tuple[Tuple[str, Any], ...]
@@ -58,6 +60,11 @@ class MeshConfig:
       raise ValueError("MeshConfig: at most one of data and model may be -1")
     if self.logical_axis_rules is not None:
       rules = tuple((str(name), axis) for name, axis in self.logical_axis_rules)
+      unknown = sorted({a for _, axis in rules for a in axes.mesh_axes_of(axis)}
+                       - set(MESH_AXES))
+      if unknown:
+        raise ValueError(f"MeshConfig.logical_axis_rules name mesh axes {unknown}; the "
+                         f"mesh's axes are {MESH_AXES}")
       object.__setattr__(self, "logical_axis_rules", rules)
 
   def shape(self, num_devices: int) -> Tuple[int, int, int]:
@@ -103,27 +110,9 @@ class Partitioner:
     return axes.in_mesh(fn, self.mesh, self.rules)
 
   def sharding(self, logical_spec: PartitionSpec) -> NamedSharding:
-    """The sharding of one array whose axes have the given logical names."""
-    return nn.logical_to_mesh_sharding(logical_spec, self.mesh, self.rules)
-
-  def shardings(self, logical_specs: Any) -> Any:
-    """A tree of logical `PartitionSpec`s -> the same tree of `NamedSharding`s."""
-    return nn.logical_to_mesh_sharding(logical_specs, self.mesh, self.rules)
-
-  def fit(self, shardings: Any, abstract: Any) -> Any:
-    """Drops the mesh axes that do not divide an array's dimension (replicates it).
-
-    A 259-entry byte vocabulary cannot be split over 2 devices; rather than fail,
-    that dimension is replicated, and the log says so.
-    """
-    def fit_one(sharding, leaf):
-      spec, dropped = axes.fit_spec(sharding.spec, leaf.shape, dict(self.mesh.shape))
-      for size, mesh_axes in dropped:
-        logging.warning("dimension of size %d of an array of shape %s does not divide over "
-                        "mesh axes %s: replicated instead", size, leaf.shape, mesh_axes)
-      return NamedSharding(self.mesh, spec)
-
-    return jax.tree.map(fit_one, shardings, abstract)
+    """The sharding of one array whose axes have the given logical names (the
+    parameters' and the state's come from `model/partitioning.py`)."""
+    return partitioning.logical_to_shardings(logical_spec, self.mesh, self.rules)
 
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, PartitionSpec())
@@ -188,7 +177,6 @@ def param_shardings_for_optimizer(tx, opt_state_shape: Any, params_shape: Any,
   row/column means) keeps the parameter's sharding on the axes it still has;
   counters and everything else are replicated.
   """
-  import optax  # pylint: disable=g-import-not-at-top
 
   def for_leaf(leaf, param, sharding):
     if leaf.shape == param.shape:

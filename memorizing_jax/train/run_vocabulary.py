@@ -24,11 +24,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import jax
 
-from memorizing_jax.checkpointing import fallback
+from memorizing_jax.checkpointing import discovery
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.train import inputs as inputs_lib
 from memorizing_jax.train import multihost
@@ -46,25 +46,35 @@ def _stored_vocab():
 
 def has_checkpoint(workdir: str) -> bool:
   """Whether `<workdir>/checkpoints` holds a saved step (intact or not)."""
-  return bool(fallback.committed_steps(os.path.join(workdir, "checkpoints")))
+  return bool(discovery.committed_steps(os.path.join(workdir, "checkpoints")))
 
 
-def vocabulary_for_run(workdir: str, data: DataConfig) -> "seqio.Vocabulary":
+def vocabulary_for_run(workdir: str, data: DataConfig,
+                       model_vocab_size: Optional[int] = None) -> "seqio.Vocabulary":
   """The run's vocabulary, the same on every process (see the module docstring).
 
   A collective on a fresh run: every process calls it.
 
+  Args:
+    model_vocab_size: when given, the model's embedding rows
+      (`ModelConfig.vocab_size`), checked to hold every id of the vocabulary.
   Raises:
     StoredVocabularyError: the stored vocabulary is damaged, is not the one `data`
       describes, or is not the one the checkpoints saved.
+    ValueError: the model has fewer embedding rows than the vocabulary has ids.
   """
   if not has_checkpoint(workdir):
-    return _build_and_store(workdir, data)
-  checkpoints = os.path.join(workdir, "checkpoints")
-  return _stored_vocab().run_vocabulary(
-      workdir, data.task, data.vocabulary, data.vocabulary_size, data_dir=data.data_dir,
-      text_feature=data.text_feature, checkpoints=checkpoints,
-      steps=fallback.committed_steps(checkpoints))
+    vocabulary = _build_and_store(workdir, data)
+  else:
+    checkpoints = os.path.join(workdir, "checkpoints")
+    vocabulary = _stored_vocab().run_vocabulary(
+        workdir, data.task, data.vocabulary, data.vocabulary_size, data_dir=data.data_dir,
+        text_feature=data.text_feature, checkpoints=checkpoints,
+        steps=discovery.committed_steps(checkpoints))
+  if model_vocab_size is not None:
+    # The training run's model config is what to change, so no workdir to blame.
+    _stored_vocab().check_fits_model(vocabulary, model_vocab_size)
+  return vocabulary
 
 
 def _build_and_store(workdir: str, data: DataConfig) -> "seqio.Vocabulary":

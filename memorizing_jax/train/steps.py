@@ -5,7 +5,9 @@
 ModelState (XL caches and memories) is an input and an output, donated so that it
 stays on device and is updated in place. Metrics are small device arrays: sums
 (of losses, correct predictions, tokens) so that they add up across steps, plus
-the learning rate, the gradient norm and the memory diagnostics.
+the learning rate, the gradient norm and the memory diagnostics. Each target's
+loss is `model.scoring.score_segment`'s, the per-token core evaluation and the
+notebook API read too.
 
 A batch is a dict of [batch, length] arrays `inputs`, `targets` (int32) and
 `loss_mask` (float32), and [batch] `start_of_sequence` (bool).
@@ -20,26 +22,27 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memorizing_jax.model import DIAGNOSTICS, sown_by_layer
+from memorizing_jax.model import scoring, sown_by_layer
 from memorizing_jax.train.partitioner import Partitioner
 from memorizing_jax.train.train_state import TrainState
 
 Metrics = Dict[str, jax.Array]
 
 
-def token_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array) -> Metrics:
-  """Summed cross-entropy, correct predictions and tokens over the masked positions.
+def token_sums(nll: jax.Array, predictions: jax.Array, targets: jax.Array,
+               loss_mask: jax.Array) -> Metrics:
+  """Summed loss, correct predictions and tokens over the masked positions.
 
   Args:
-    logits: [batch, length, vocab] float32.
+    nll: [batch, length] float32 each target's loss (`scoring.SegmentScores.nll`).
+    predictions: [batch, length] int32 the most likely next tokens.
     targets: [batch, length] int32.
     loss_mask: [batch, length] float32, 1 where the token counts.
   Returns:
     {"loss_sum", "correct", "tokens"}, each [] float32.
   """
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  return {"loss_sum": jnp.sum(losses * loss_mask),
+  correct = (predictions == targets).astype(jnp.float32)
+  return {"loss_sum": jnp.sum(nll * loss_mask),
           "correct": jnp.sum(correct * loss_mask),
           "tokens": jnp.sum(loss_mask)}
 
@@ -64,15 +67,6 @@ def summarize_diagnostics(diagnostics: Any) -> Metrics:
   return out
 
 
-def _apply(model: nn.Module, params, model_state, batch, *, dropout_rng=None):
-  """Runs the model on one segment; returns (logits, new model state, diagnostics)."""
-  rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-  (logits, new_state), variables = model.apply(
-      {"params": params}, batch["inputs"], model_state, batch["start_of_sequence"],
-      deterministic=dropout_rng is None, rngs=rngs, mutable=[DIAGNOSTICS])
-  return logits, new_state, variables.get(DIAGNOSTICS, {})
-
-
 def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: Callable[[Any], jax.Array],
                dropout_seed: int, use_dropout: bool) -> Tuple[TrainState, Metrics]:
@@ -85,11 +79,12 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model: nn.Modu
                  if use_dropout else None)
 
   def loss_fn(params):
-    logits, new_model_state, diagnostics = _apply(model, params, state.model_state, batch,
-                                                  dropout_rng=dropout_rng)
-    sums = token_sums(logits, batch["targets"], batch["loss_mask"])
+    scores = scoring.score_segment(model, params, state.model_state, batch["inputs"],
+                                   batch["targets"], batch["start_of_sequence"],
+                                   diagnostics=True, dropout_rng=dropout_rng)
+    sums = token_sums(scores.nll, scores.predictions, batch["targets"], batch["loss_mask"])
     loss = sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0)
-    return loss, (new_model_state, sums, diagnostics)
+    return loss, (scores.state, sums, scores.diagnostics)
 
   grads, (new_model_state, sums, diagnostics) = jax.grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -104,9 +99,10 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model: nn.Modu
 def eval_step(params: Any, model_state: Any, batch: Dict[str, jax.Array], *,
               model: nn.Module) -> Tuple[Any, Metrics]:
   """Scores one segment per row without dropout; returns (new model state, sums)."""
-  logits, new_model_state, diagnostics = _apply(model, params, model_state, batch)
-  sums = token_sums(logits, batch["targets"], batch["loss_mask"])
-  return new_model_state, dict(sums, **summarize_diagnostics(diagnostics))
+  scores = scoring.score_segment(model, params, model_state, batch["inputs"], batch["targets"],
+                                 batch["start_of_sequence"], diagnostics=True)
+  sums = token_sums(scores.nll, scores.predictions, batch["targets"], batch["loss_mask"])
+  return scores.state, dict(sums, **summarize_diagnostics(scores.diagnostics))
 
 
 class CompiledSteps(NamedTuple):

@@ -1,8 +1,9 @@
-"""The train state, its shardings, and its creation already sharded.
+"""The train state, its layout, and its creation already sharded.
 
-Creation follows big_vision: shapes by `jax.eval_shape`, shardings from the
-logical axis names, then `jax.jit(init, out_shardings=...)`, so no parameter is
-ever materialised on one device first.
+Creation follows big_vision: shapes and shardings first (the parameters' and the
+ModelState's from `model/partitioning.py`, the optimizer state's from the
+parameters'), then `jax.jit(init, out_shardings=...)`, so no parameter is ever
+materialised on one device first.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from memorizing_jax.model import partitioning
 from memorizing_jax.model import state as model_state_lib
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train.partitioner import Partitioner, param_shardings_for_optimizer
@@ -38,67 +40,51 @@ class TrainState:
 
 
 class StateLayout(NamedTuple):
-  """The abstract train state (ShapeDtypeStructs) and its shardings."""
+  """The abstract train state (ShapeDtypeStructs carrying shardings) and its shardings."""
 
   abstract: TrainState
   shardings: TrainState
 
 
-def init_params(model: nn.Module, config: ModelConfig, rng: jax.Array) -> Any:
-  """Boxed (logically partitioned) parameters; the batch size does not matter."""
-  tokens = jnp.zeros((1, config.segment_length), jnp.int32)
-  state = model_state_lib.init_state(config, 1)
-  return model.init(rng, tokens, state, jnp.ones((1,), bool))["params"]
-
-
-def _init_train_state(model, config, tx, batch_size, rng) -> TrainState:
-  params = nn.unbox(init_params(model, config, rng))
+def _fresh_train_state(params: Any, tx: optax.GradientTransformation,
+                       model_state: Any) -> TrainState:
+  """Step 0 around `params` and `model_state`: the optimizer's state initialised."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    model_state=model_state_lib.init_state(config, batch_size))
+                    model_state=model_state)
 
 
-def param_layout(model: nn.Module, config: ModelConfig, partitioner: Partitioner):
-  """(abstract params, their shardings), from the parameters' logical axis names."""
-  boxed = jax.eval_shape(lambda: init_params(model, config, jax.random.key(0)))
-  abstract = nn.unbox(boxed)
-  return abstract, partitioner.fit(partitioner.shardings(nn.get_partition_spec(boxed)), abstract)
-
-
-def model_state_shardings(config: ModelConfig, batch_size: int, partitioner: Partitioner) -> Any:
-  """Shardings of a ModelState of `batch_size` rows, from its logical axis names."""
-  abstract = jax.eval_shape(lambda: model_state_lib.init_state(config, batch_size))
-  return partitioner.fit(partitioner.shardings(model_state_lib.state_logical_axes(config)),
-                         abstract)
-
-
-def train_state_layout(model: nn.Module, config: ModelConfig, tx: optax.GradientTransformation,
+def train_state_layout(config: ModelConfig, tx: optax.GradientTransformation,
                        batch_size: int, partitioner: Partitioner) -> StateLayout:
   """The abstract train state and the sharding of every leaf.
 
   Args:
-    batch_size: the global number of rows; sizes the ModelState.
+    batch_size: the global number of rows; sizes the ModelState
+      ([batch_size, heads, memory_slots, head_dim] memories).
   """
-  abstract = jax.eval_shape(
-      lambda: _init_train_state(model, config, tx, batch_size, jax.random.key(0)))
-  _, params_sh = param_layout(model, config, partitioner)
+  mesh, rules = partitioner.mesh, partitioner.rules
+  params = partitioning.param_layout(config, mesh, rules)
+  model_state = partitioning.state_layout(config, batch_size, mesh, rules)
+  abstract = jax.eval_shape(lambda p, m: _fresh_train_state(p, tx, m), params, model_state)
+  params_sh = partitioning.shardings_of(params)
   replicated = partitioner.replicated()
   shardings = TrainState(
       step=replicated,
       params=params_sh,
       opt_state=param_shardings_for_optimizer(tx, abstract.opt_state, abstract.params,
                                               params_sh, replicated),
-      model_state=model_state_shardings(config, batch_size, partitioner))
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  return StateLayout(abstract=abstract, shardings=shardings)
+      model_state=partitioning.shardings_of(model_state))
+  return StateLayout(abstract=partitioning.with_shardings(abstract, shardings),
+                     shardings=shardings)
 
 
-def create_train_state(model: nn.Module, config: ModelConfig, tx: optax.GradientTransformation,
+def create_train_state(config: ModelConfig, tx: optax.GradientTransformation,
                        batch_size: int, layout: StateLayout, seed: int) -> TrainState:
   """A fresh train state, created directly in its shardings."""
-  init = jax.jit(lambda rng: _init_train_state(model, config, tx, batch_size, rng),
-                 out_shardings=layout.shardings)
-  return init(jax.random.key(seed))
+  def init(rng):
+    params = nn.unbox(partitioning.init_boxed_params(config, rng))
+    return _fresh_train_state(params, tx, model_state_lib.init_state(config, batch_size))
+
+  return jax.jit(init, out_shardings=layout.shardings)(jax.random.key(seed))
 
 
 def fresh_model_state(config: ModelConfig, batch_size: int, shardings: Any) -> Any:

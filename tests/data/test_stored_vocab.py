@@ -92,6 +92,19 @@ def test_a_vocabulary_of_other_settings_is_refused(tiny_sentencepiece, tiny_task
     stored_vocab.check_fits_model(tiny_sentencepiece, 300, workdir)
 
 
+def test_a_model_config_too_small_for_the_vocabulary_is_named(tiny_sentencepiece):
+  """Without a workdir (a training run choosing its model config) the config is what
+  to change: a plain ValueError naming the size it needs."""
+  size = tiny_sentencepiece.vocab_size
+  stored_vocab.check_fits_model(tiny_sentencepiece, size)
+  stored_vocab.check_fits_model(tiny_sentencepiece, size + 100)
+  with pytest.raises(ValueError, match=rf"ModelConfig.vocab_size={size - 1} is smaller than "
+                                       rf"the vocabulary's {size} ids: set "
+                                       rf"ModelConfig.vocab_size >= {size}") as raised:
+    stored_vocab.check_fits_model(tiny_sentencepiece, size - 1)
+  assert not isinstance(raised.value, StoredVocabularyError)
+
+
 def test_run_vocabulary_prefers_the_stored_one(tiny_sentencepiece, tiny_task, data_dir,
                                                tmp_path):
   """Stored: the workdir's files; none stored (older runs): the data cache's model."""

@@ -8,8 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import memorizing_jax as mj
-from memorizing_jax.checkpointing import trees
-from memorizing_jax.inference import checkpoint
+from memorizing_jax.checkpointing import discovery, trees
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sharding info not provided")
 
@@ -19,7 +18,7 @@ def workdir(trained_workdir, tmp_path) -> pathlib.Path:
   """A copy of the shared 6-step run (checkpoints 3 and 6)."""
   copy = tmp_path / "run"
   shutil.copytree(trained_workdir, copy)
-  assert checkpoint.checkpoint_steps(str(copy)) == [3, 6]
+  assert discovery.committed_steps(str(copy / "checkpoints")) == [3, 6]
   return copy
 
 
@@ -56,7 +55,7 @@ def test_load_falls_back_past_truncated_chunks(workdir, caplog):
 
 def test_load_of_a_named_damaged_step_is_an_error(workdir):
   shutil.rmtree(workdir / "checkpoints" / "6" / "state")
-  with pytest.raises(checkpoint.CorruptCheckpointError) as error:
+  with pytest.raises(mj.inference.CorruptCheckpointError) as error:
     mj.load(str(workdir), step=6)
   assert sorted(error.value.problems) == [6]
   assert "step 6: it does not read (" in str(error.value)
@@ -66,9 +65,17 @@ def test_load_of_a_named_damaged_step_is_an_error(workdir):
 def test_restore_params_lists_every_damaged_step(workdir):
   truncate_chunks(workdir / "checkpoints" / "6")
   (workdir / "checkpoints" / "3" / "state" / "_METADATA").unlink()
-  with pytest.raises(checkpoint.CorruptCheckpointError) as error:
+  with pytest.raises(mj.inference.CorruptCheckpointError) as error:
     mj.load(str(workdir))
   message = str(error.value)
   assert sorted(error.value.problems) == [3, 6]
   assert "  step 6: it does not read (" in message
   assert "  step 3: it does not read (" in message
+
+
+def test_a_step_folder_loads_that_step_and_no_other(workdir):
+  assert mj.load(str(workdir / "checkpoints" / "3")).step == 3
+  truncate_chunks(workdir / "checkpoints" / "6")
+  with pytest.raises(mj.inference.CorruptCheckpointError) as error:
+    mj.load(str(workdir / "checkpoints" / "6"))
+  assert sorted(error.value.problems) == [6]

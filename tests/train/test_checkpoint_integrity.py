@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from memorizing_jax.checkpointing import trees
 from memorizing_jax.train import checkpoints, inputs, loop
 
 TOTAL_STEPS = 4  # checkpoints every step, 3 kept: 2, 3, 4
@@ -37,7 +38,7 @@ def run(intact):
 def saved_params(workdir: pathlib.Path, step: int) -> dict:
   """The parameters of checkpoint `step`, read by orbax alone: {name: np.ndarray}."""
   tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / str(step) / "state"))
-  return {k: np.asarray(v) for k, v in checkpoints.flatten_with_names(tree["params"]).items()}
+  return {k: np.asarray(v) for k, v in trees.flatten_with_names(tree["params"]).items()}
 
 
 def saved_positions(workdir: pathlib.Path, step: int) -> dict:
@@ -127,7 +128,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(intact, run, tmp_p
     state, position = resume(intact[0], run, workdir)
   assert int(state.step) == 3
   expected = saved_params(workdir, 3)
-  restored = checkpoints.flatten_with_names(state.params)
+  restored = trees.flatten_with_names(state.params)
   assert sorted(restored) == sorted(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(np.asarray(restored[name]), value, err_msg=name)
@@ -189,6 +190,6 @@ def test_digests_are_saved_for_every_array(intact, run):
   """Each checkpoint holds one digest per array of the train state."""
   workdir = intact[1]
   stored = json.loads((workdir / "checkpoints" / "4" / "digests" / "metadata").read_text())
-  names = set(checkpoints.flatten_with_names(run.layout.abstract))
+  names = set(trees.flatten_with_names(run.layout.abstract))
   assert set(stored["arrays"]) == names
   assert stored["arrays"]["step"].startswith("int32[]:")

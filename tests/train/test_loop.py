@@ -3,8 +3,6 @@ import math
 import os
 import shutil
 
-import jax
-import numpy as np
 import pytest
 
 from memorizing_jax.train import checkpoints, loop
@@ -133,33 +131,3 @@ def test_fine_tune_memory_model_from_no_memory_checkpoint(reference, no_memory_s
   log = caplog.text
   assert "initialized layer_1.attention.memory.gate_bias" in log
   assert "loaded" in log and "initialised 1 new" in log
-
-
-def test_load_matching_params_loads_what_fits(no_memory_source, tiny):
-  """Matching names and shapes load; new parameters keep their initialisation."""
-  from memorizing_jax.model.transformer import MemorizingTransformer
-  from memorizing_jax.train import partitioner, train_state
-  src_state_dir = os.path.join(no_memory_source, "checkpoints")
-
-  part = partitioner.Partitioner(tiny.mesh)
-  model = MemorizingTransformer(tiny.model)
-  abstract, shardings = train_state.param_layout(model, tiny.model, part)
-  init = jax.jit(lambda k: train_state.nn.unbox(train_state.init_params(model, tiny.model, k)),
-                 out_shardings=shardings)
-  fresh = init(jax.random.key(7))
-  params, report = checkpoints.load_matching_params(src_state_dir, fresh, shardings)
-  assert report["initialized"] == ["layer_1.attention.memory.gate_bias"]
-  assert report["mismatched"] == [] and report["unused"] == []
-
-  manager = checkpoints.Checkpointer(src_state_dir)
-  src_params = manager._manager.restore(3).state["params"]  # pylint: disable=protected-access
-  manager.close()
-  flat_new = checkpoints.flatten_with_names(params)
-  flat_src = checkpoints.flatten_with_names(src_params)
-  flat_fresh = checkpoints.flatten_with_names(fresh)
-  for name in report["loaded"]:
-    np.testing.assert_array_equal(np.asarray(flat_new[name]), np.asarray(flat_src[name]))
-    assert flat_new[name].sharding == flat_fresh[name].sharding
-  np.testing.assert_array_equal(
-      np.asarray(flat_new["layer_1.attention.memory.gate_bias"]),
-      np.asarray(flat_fresh["layer_1.attention.memory.gate_bias"]))

@@ -1,10 +1,14 @@
 """The mesh from its config, and the sharding layout of parameters, optimizer state and
 model state (golden layouts)."""
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from memorizing_jax.model.state import init_state
 from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import optimizer, partitioner, train_state
 
@@ -38,9 +42,8 @@ def test_sharding_layout_of_the_train_state(tiny):
   """Heads, MLP and vocabulary over `model`, rows over `data`; Adafactor's factored
   statistics keep the sharding of the axis they still have."""
   part = partitioner.Partitioner(tiny.mesh)
-  model = MemorizingTransformer(tiny.model)
   tx = optimizer.make_optimizer(optimizer.OptimizerConfig(name="adafactor"))
-  layout = train_state.train_state_layout(model, tiny.model, tx, 8, part)
+  layout = train_state.train_state_layout(tiny.model, tx, 8, part)
   params = layout.shardings.params
   assert params["layer_0"]["attention"]["query"]["kernel"].spec == P(None, "model", None)
   assert params["layer_0"]["mlp"]["wi"]["kernel"].spec == P(None, "model")
@@ -53,9 +56,39 @@ def test_sharding_layout_of_the_train_state(tiny):
   assert layout.shardings.model_state.xl_caches[0].valid.spec == P("data", None)
   # Adam moments mirror the parameters' shardings.
   adam = optimizer.make_optimizer(optimizer.OptimizerConfig(name="adamw"))
-  adam_layout = train_state.train_state_layout(model, tiny.model, adam, 8, part)
+  adam_layout = train_state.train_state_layout(tiny.model, adam, 8, part)
   mu = adam_layout.shardings.opt_state[1][0].mu
   assert jax.tree.map(lambda s: s.spec, mu) == jax.tree.map(lambda s: s.spec, params)
+
+
+def test_the_created_state_has_the_layout_of_the_abstract_one(tiny):
+  """`create_train_state` makes exactly the shapes, dtypes and shardings of the layout,
+  and the values that the trainer's own initialisation (written out here) made."""
+  part = partitioner.Partitioner(tiny.mesh)
+  tx = optimizer.make_optimizer(optimizer.OptimizerConfig(name="adafactor"))
+  layout = train_state.train_state_layout(tiny.model, tx, 8, part)
+  state = train_state.create_train_state(tiny.model, tx, 8, layout, seed=3)
+  assert jax.tree.structure(state) == jax.tree.structure(layout.abstract)
+  for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(layout.abstract)):
+    assert (got.shape, got.dtype) == (want.shape, want.dtype)
+    assert got.sharding.is_equivalent_to(want.sharding, got.ndim)
+  assert jax.tree.leaves(layout.abstract) and all(
+      a.sharding == s for a, s in zip(jax.tree.leaves(layout.abstract),
+                                      jax.tree.leaves(layout.shardings)))
+
+  model = MemorizingTransformer(tiny.model)
+
+  def reference(rng):
+    tokens = jnp.zeros((1, tiny.model.segment_length), jnp.int32)
+    params = nn.unbox(model.init(rng, tokens, init_state(tiny.model, 1),
+                                 jnp.ones((1,), bool))["params"])
+    return train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                  opt_state=tx.init(params),
+                                  model_state=init_state(tiny.model, 8))
+
+  want = jax.jit(reference, out_shardings=layout.shardings)(jax.random.key(3))
+  for got, expected in zip(jax.tree.leaves(state), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
 def test_factored_adafactor_statistics_keep_the_remaining_axis():
@@ -74,14 +107,11 @@ def test_factored_adafactor_statistics_keep_the_remaining_axis():
   assert factored.count.spec == P()
 
 
-def test_dimensions_that_do_not_divide_are_replicated():
-  part = partitioner.Partitioner(partitioner.MeshConfig(data=4, model=2))
-  abstract = {"odd": jax.ShapeDtypeStruct((259, 32), "float32"),
-              "even": jax.ShapeDtypeStruct((260, 32), "float32")}
-  shardings = {k: part.sharding(P("vocab", "embed")) for k in abstract}
-  fitted = part.fit(shardings, abstract)
-  assert fitted["odd"].spec == P(None, None)
-  assert fitted["even"].spec == P("model", None)
+def test_rules_naming_another_mesh_axis_are_refused():
+  with pytest.raises(ValueError, match=r"name mesh axes \['fsdp'\]"):
+    partitioner.MeshConfig(logical_axis_rules=(("batch", ("data", "fsdp")),))
+  rules = partitioner.MeshConfig(logical_axis_rules=[["batch", "data"], ["heads", None]])
+  assert rules.logical_axis_rules == (("batch", "data"), ("heads", None))
 
 
 def test_the_batch_must_split_over_the_processes():

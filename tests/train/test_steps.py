@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from memorizing_jax.model import scoring
 from memorizing_jax.train import inputs, loop, steps, train_state
 
 
@@ -13,8 +14,8 @@ def test_steps_compile_once_for_a_whole_run(tiny):
   """Documents starting, rows finishing and the eval stream's last batch never re-trace."""
   run = loop.build_run(tiny.model, tiny.data, tiny.optimizer, tiny.mesh, tiny.trainer)
   vocabulary = inputs.load_vocabulary(tiny.data)
-  state = train_state.create_train_state(run.model, tiny.model, run.tx, tiny.data.batch_size,
-                                         run.layout, seed=0)
+  state = train_state.create_train_state(tiny.model, run.tx, tiny.data.batch_size, run.layout,
+                                         seed=0)
   stream = inputs.make_stream(tiny.data, tiny.model.segment_length, vocabulary, "train")
   starts = 0
   for _ in range(6):
@@ -57,7 +58,9 @@ def test_token_sums_match_numpy():
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
   targets = rng.integers(0, 7, size=(2, 5))
   mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
-  sums = steps.token_sums(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask))
+  nll = scoring.token_nll(jnp.asarray(logits), jnp.asarray(targets))
+  predictions = jnp.argmax(jnp.asarray(logits), axis=-1)
+  sums = steps.token_sums(nll, predictions, jnp.asarray(targets), jnp.asarray(mask))
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
   np.testing.assert_allclose(float(sums["loss_sum"]), (nll * mask).sum(), rtol=1e-5)
