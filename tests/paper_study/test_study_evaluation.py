@@ -1,10 +1,14 @@
-"""The study's evaluation (`memorizing_jax.study.evaluate.evaluate_run`) on the shared
-tiny run: choosing a checkpoint, and the splits by position in the document and by
-where copying would find a target."""
+"""The study's evaluation (`experiments.paper_study.evaluate.evaluate_run`) on the
+inference tests' tiny run: choosing a checkpoint, and the splits by position in the
+document and by where copying would find a target."""
 import math
 import os
 
 import pytest
+
+# The inference tests' tiny trained run, a fixture of their conftest (imported here, not
+# in a conftest of this folder: their modules import `conftest` by that name).
+from tests.inference.conftest import trained_workdir  # noqa: F401  pylint: disable=unused-import
 
 
 def _configs(workdir):
@@ -26,7 +30,7 @@ def _configs(workdir):
 
 @pytest.fixture(scope="module")
 def scored(trained_workdir):
-  from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
+  from experiments.paper_study import evaluate  # pylint: disable=g-import-not-at-top
   configs = _configs(trained_workdir)
   latest = evaluate.evaluate_run(trained_workdir, max_batches=3, position_edges=(16, 40))
   earlier = evaluate.evaluate_run(trained_workdir, max_batches=3, step=3)
@@ -34,7 +38,7 @@ def scored(trained_workdir):
 
 
 def test_latest_and_chosen_checkpoint(scored, trained_workdir, tmp_path):
-  from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
+  from experiments.paper_study import evaluate  # pylint: disable=g-import-not-at-top
   configs, latest, earlier = scored
   assert latest["step"] == 6 and earlier["step"] == 3
   assert latest["tokens"] == earlier["tokens"] > 0
@@ -63,7 +67,7 @@ def test_position_split_adds_up_to_the_whole(scored):
 def test_copy_source_split_counts_what_a_brute_force_copy_finds(scored, trained_workdir):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.study import evaluate  # pylint: disable=g-import-not-at-top
+  from experiments.paper_study import evaluate  # pylint: disable=g-import-not-at-top
   from memorizing_jax.train import inputs  # pylint: disable=g-import-not-at-top
   from tests.data.test_repeats import naive_copy  # pylint: disable=g-import-not-at-top
   configs, latest, _ = scored

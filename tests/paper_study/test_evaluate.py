@@ -5,7 +5,7 @@ import pytest
 
 from memorizing_jax.data import synthetic
 from memorizing_jax.data.streams import SegmentStream
-from memorizing_jax.study import evaluate
+from experiments.paper_study import evaluate
 
 CONFIG = synthetic.SyntheticConfig(num_names=6, num_uses=30, eval_documents=3,
                                    name_length=2, separator="=")

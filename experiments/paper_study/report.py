@@ -1,6 +1,6 @@
 """Result records of the study -> markdown tables, claim checks and plots.
 
-A record is a JSON-able dict written by `scripts/paper_study.py` after a run:
+A record is a JSON-able dict written by `run.py` after a run:
 
   study        "synthetic" or "python_stdlib"
   run          short name, unique within the study ("xl", "xl_mem8k", ...)

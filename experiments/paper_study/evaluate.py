@@ -1,6 +1,6 @@
 """Scores a study run on its eval split: the evaluation command plus the synthetic task.
 
-`evaluate_run` is `memorizing_jax.evaluate.evaluate_checkpoint` (perplexity from a
+`evaluate_run` is `memorizing_jax.checkpoint_evaluation.evaluate_checkpoint` (perplexity from a
 fresh model state, split by position in the document and by where copying would
 find a target) with, on the synthetic recall task (`data/synthetic.py`), accuracy
 on each kind of value token (definitions, uses whose source is inside the XL
@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from memorizing_jax import checkpoint_evaluation
 from memorizing_jax.data import repeats
 from memorizing_jax.data import synthetic
 
@@ -93,7 +94,7 @@ _BYTE_IDS = {c: ord(c) + 3 for c in synthetic.VALUES}
 
 class RecallTally:
   """`RecallCounts` over scored batches of the synthetic task (a tally of
-  `memorizing_jax.evaluate.evaluate_checkpoint`)."""
+  `memorizing_jax.checkpoint_evaluation.evaluate_checkpoint`)."""
 
   retrievals = True  # reads ScoredBatch.top_positions
 
@@ -105,6 +106,7 @@ class RecallTally:
   @classmethod
   def for_run(cls, model_config, data_config) -> Optional["RecallTally"]:
     """The tally of a run on the synthetic task; None on any other task."""
+    # seqio and TensorFlow load with tasks: only a run that is scored pays for them.
     from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
     reader = tasks.get_reader(data_config.task)
     if not isinstance(reader, synthetic.SyntheticReader):
@@ -149,11 +151,10 @@ def evaluate_run(workdir: str, max_batches: Optional[int] = None,
   Raises:
     NoCheckpointError (a FileNotFoundError): no checkpoint (of that step) in workdir.
   """
-  from memorizing_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  config = evaluate_lib.EvaluationConfig(
+  config = checkpoint_evaluation.EvaluationConfig(
       step=step, max_batches=max_batches, position_edges=tuple(position_edges),
       copy_edges=tuple(copy_edges), copy_context=copy_context)
-  result = evaluate_lib.evaluate_checkpoint(workdir, config,
+  result = checkpoint_evaluation.evaluate_checkpoint(workdir, config,
                                             extra_tallies=(RecallTally.for_run,))
   del result["evaluation"]
   return result

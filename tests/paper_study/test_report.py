@@ -1,7 +1,7 @@
 """The study's table, claim checks and plots on small hand-made records."""
 import os
 
-from memorizing_jax.study import report
+from experiments.paper_study import report
 
 
 def _syn(run, far, near):
