@@ -69,6 +69,22 @@ def approx_bin_count(slots: int, k: int, recall_target: float) -> int:
   return slots
 
 
+def xla_recall_target(slots: int, k: int, recall_target: float) -> float:
+  """The `recall_target` to give `jax.lax.approx_max_k` over `slots` so that it
+  reduces them into `approx_bin_count(slots, k, recall_target)` bins.
+
+  XLA's ApproxTopK reads its recall target as the chance that the k-th largest entry
+  shares no bin with a larger one, (1 - 1/bins)**(k - 1), a lower bound of the
+  recall; `recall_target` here is the expected recall (`expected_recall`), as it is
+  for the binned lookup. XLA rounds the bin count up (to slots / 2**n, and to its
+  lane tiling); for memories of a power-of-two size it is the count asked for.
+  """
+  bins = approx_bin_count(slots, k, recall_target)
+  if bins >= slots:
+    return 1.0  # no binning: the exact top-k
+  return (1.0 - 1.0 / bins)**(k - 1)
+
+
 def exact_bin_count(slots: int, k: int, head_dim: int) -> int:
   """Bins for the exact lookup, trading top-k width against rescoring work.
 

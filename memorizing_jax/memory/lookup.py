@@ -286,6 +286,9 @@ def _approx_max_k(keys, queries, num_valid, k, recall_target):
   """TPU: jax.lax.approx_max_k over the masked scores, fused with their matmul:
   slots and scores [memories, queries, k] int32, float32.
 
+  It reduces the slots into as many bins as the other backends use for the same
+  `recall_target` (`binning.xla_recall_target`), so the two meet the target alike.
+
   The scores are laid out [memories, slots, queries] and reduced over the slots:
   the TPU compiler then moves the candidates between layouts half as often as for
   [memories, queries, slots] (its cycle estimate for the selection halves)."""
@@ -293,8 +296,9 @@ def _approx_max_k(keys, queries, num_valid, k, recall_target):
   slot = jnp.arange(keys.shape[1], dtype=jnp.int32)
   scores = jnp.where(slot[None, :, None] < num_valid[:, None, None], scores,
                      binning.EMPTY_SCORE)
-  top_scores, ids = jax.lax.approx_max_k(scores, k, reduction_dimension=1,
-                                         recall_target=recall_target)
+  top_scores, ids = jax.lax.approx_max_k(
+      scores, k, reduction_dimension=1,
+      recall_target=binning.xla_recall_target(keys.shape[1], k, recall_target))
   return jnp.swapaxes(ids, 1, 2).astype(jnp.int32), jnp.swapaxes(top_scores, 1, 2)
 
 

@@ -157,6 +157,28 @@ def test_tpu_branch_returns_slots_and_scores_per_query():
   assert np.all(np.asarray(scores)[~valid] <= binning.EMPTY_SCORE)
 
 
+@pytest.mark.parametrize("slots,k,recall_target", [
+    (8192, 32, 0.95), (65536, 32, 0.95), (262144, 32, 0.9), (2048, 16, 0.99),
+    (1536, 32, 0.95), (49152, 32, 0.9),
+])
+def test_tpu_approx_max_k_uses_the_binned_lookups_bin_count(slots, k, recall_target):
+  """XLA's ApproxTopK, given `xla_recall_target`, reduces the slots into the bins the
+  binned lookup uses for the same target (more where XLA rounds the count up), so
+  its expected recall meets the target as well."""
+  def xla_bins(target):  # the width approx_max_k reduces to before its final top-k
+    out = jax.eval_shape(lambda x: jax.lax.approx_max_k(
+        x, k, recall_target=target, aggregate_to_topk=False),
+        jax.ShapeDtypeStruct((4, slots), jnp.float32))
+    return out[0].shape[1]
+  ours = binning.approx_bin_count(slots, k, recall_target)
+  theirs = xla_bins(binning.xla_recall_target(slots, k, recall_target))
+  assert theirs >= ours and binning.expected_recall(theirs, k) >= recall_target
+  if slots & (slots - 1) == 0:  # power-of-two memories (all the configs'): exactly ours
+    assert theirs == ours
+  # Given the expected recall itself, XLA reads it as a per-entry bound and uses more.
+  assert xla_bins(recall_target) >= theirs
+
+
 def test_approx_bin_count_follows_recall_formula():
   bins = binning.approx_bin_count(65536, 32, 0.95)
   assert binning.expected_recall(bins, 32) >= 0.95
