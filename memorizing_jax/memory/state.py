@@ -178,28 +178,34 @@ def _write_blocks(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax
 
   Each row's entries form one block of `length` slots, or two when they wrap past
   the last slot, so the write is two in-place block updates per row (a window of
-  all heads and `length` slots) rather than a scatter of single entries, which the
-  TPU compiler serves only by copying the whole buffer into another layout.
+  all heads and `length` slots), row after row. A scatter of single entries, or
+  these updates vectorised over the rows (a scatter too), makes the TPU compiler
+  read and write the whole buffer.
   """
-  slots, length = buffer.shape[2], new.shape[2]
+  batch, heads, slots, head_dim = buffer.shape
+  length = new.shape[2]
   j = jnp.arange(length, dtype=jnp.int32)
   doubled = jnp.concatenate([new, new], axis=2)  # a shifted view of `new` is one slice of it
 
-  def one_row(row, twice, first, enabled):  # [heads, slots, d], [heads, 2 * length, d], [], []
-    def blend(window_start, shift):  # window slot j takes new entry j + shift, if any
+  def write_row(row, buffer):
+    first, enabled = start[row], mask[row]
+
+    def update(buffer, window_start, shift):  # window slot j takes new entry j + shift, if any
       inside = (j + shift >= 0) & (j + shift < length) & enabled
-      shifted = jax.lax.dynamic_slice_in_dim(twice, jnp.mod(shift, length), length, axis=1)
-      old = jax.lax.dynamic_slice_in_dim(row, window_start, length, axis=1)
-      return jnp.where(inside[None, :, None], shifted, old)
+      shifted = jax.lax.dynamic_slice(doubled, (row, 0, jnp.mod(shift, length), 0),
+                                      (1, heads, length, head_dim))
+      corner = (row, 0, window_start, 0)
+      old = jax.lax.dynamic_slice(buffer, corner, (1, heads, length, head_dim))
+      return jax.lax.dynamic_update_slice(
+          buffer, jnp.where(inside[None, None, :, None], shifted, old), corner)
     # The entries up to the last slot, in the window of `length` slots that holds
     # them and stays inside the buffer.
     window = jnp.minimum(first, slots - length)
-    row = jax.lax.dynamic_update_slice_in_dim(row, blend(window, window - first), window,
-                                              axis=1)
+    buffer = update(buffer, window, window - first)
     # The entries that wrap around to the first slots (none when first + length <= slots).
-    return jax.lax.dynamic_update_slice_in_dim(row, blend(0, slots - first), 0, axis=1)
+    return update(buffer, 0, slots - first)
 
-  return jax.vmap(one_row)(buffer, doubled, start, mask)
+  return jax.lax.fori_loop(0, batch, write_row, buffer)
 
 
 def _write_shard(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax.Array,
