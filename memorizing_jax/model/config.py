@@ -50,7 +50,8 @@ class ModelConfig:
     knn_k: entries retrieved per query.
     memory_slots: capacity of each (row, head) memory, in tokens; at least
       `segment_length` when there is a kNN layer.
-    lookup_method: "exact" or "approx" top-k.
+    lookup_method: "approx" (the default: the faster at every measured size and
+      backend, at or above `recall_target`; see `memory.lookup`) or "exact" top-k.
     recall_target: expected recall of the "approx" lookup.
     memory_dtype: dtype of the stored keys/values ("float32", "bfloat16", "float16").
     compute_dtype: dtype of activations and matmuls; parameters stay float32.
@@ -80,7 +81,7 @@ class ModelConfig:
   knn_layers: Tuple[int, ...] = (-4,)
   knn_k: int = 32
   memory_slots: int = 8192
-  lookup_method: str = "exact"
+  lookup_method: str = "approx"
   recall_target: float = 0.95
   memory_dtype: str = "float32"
   compute_dtype: str = "float32"

@@ -24,6 +24,8 @@ model_config.ModelConfig.use_xl_cache = True
 model_config.ModelConfig.knn_layers = (-1,)
 model_config.ModelConfig.knn_k = 4
 model_config.ModelConfig.memory_slots = 64
+# Exact: a memory split over devices then retrieves what the whole one does.
+model_config.ModelConfig.lookup_method = "exact"
 model_config.ModelConfig.relative_position_buckets = 8
 model_config.ModelConfig.relative_position_max_distance = 32
 data_config.DataConfig.vocabulary = 'byte'

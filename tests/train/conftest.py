@@ -11,11 +11,12 @@ from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import loop, optimizer, partitioner
 
 TASK = "train_tests_corpus"
-# A byte vocabulary has 259 ids; 264 splits evenly over 8 devices.
+# A byte vocabulary has 259 ids; 264 splits evenly over 8 devices. The exact lookup:
+# runs on other meshes (a memory split over devices) then retrieve the same entries.
 TINY_MODEL = dict(vocab_size=264, num_layers=2, d_model=32, num_heads=2, head_dim=16,
                   mlp_dim=64, segment_length=16, use_xl_cache=True, knn_layers=(-1,),
-                  knn_k=4, memory_slots=64, relative_position_buckets=8,
-                  relative_position_max_distance=32)
+                  knn_k=4, memory_slots=64, lookup_method="exact",
+                  relative_position_buckets=8, relative_position_max_distance=32)
 
 
 def _document(rng: random.Random, index: int) -> str:
