@@ -226,7 +226,10 @@ def _write_shard(buffer: jax.Array, new: jax.Array, start: jax.Array, mask: jax.
   The entries a shard receives lie in at most two runs of its slots, one from its
   first slot (entries that began on an earlier shard or wrapped around the ring)
   and one from `start`, each at most min(length, local) long, so the write is two
-  in-place window updates per row, as in `_write_blocks`.
+  window updates per row, as in `_write_blocks`. Unlike there, they are vectorised
+  over the rows: written row after row (a fori_loop), the 1M-slot config
+  `experiments/mem_1m_sharded.gin` compiled for v5e:2x4 needed 16.33 GiB per chip
+  instead of 14.86 (its roofline 1.82x the XL step's instead of 1.61x).
   """
   local, length = buffer.shape[2], new.shape[2]
   width = min(length, local)
