@@ -36,10 +36,16 @@ class CheckpointLocation(NamedTuple):
   chosen: bool
 
 
-def _absolute(path: str) -> str:
-  """A local `path` made absolute; a remote one (`scheme://...`) as given."""
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` is a URL (`gs://bucket/...`, any `scheme://`), not a local path."""
+  return "://" in os.fspath(path)
+
+
+def absolute_location(path: str | os.PathLike) -> str:
+  """A local `path` made absolute; a remote one (`gs://...`) as given. (Also the data
+  package's, `data_dir.absolute_location`: checkpointing imports no other part.)"""
   path = os.fspath(path)
-  return path if "://" in path else os.path.abspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
 
 
 def committed_steps(directory: str) -> List[int]:
@@ -74,7 +80,7 @@ def resolve(path: str, step: Optional[int] = None) -> CheckpointLocation:
     NoCheckpointError: `path` holds no checkpoint, or not `step`; the message names
       the path, the steps it holds and how to get one.
   """
-  path = _absolute(path)
+  path = absolute_location(path)
   if _is_step_folder(path):
     directory, named = os.path.dirname(path), int(os.path.basename(path))
     if step is not None and step != named:

@@ -23,22 +23,14 @@ from typing import Optional, Union
 
 from etils import epath
 
+# Checkpoints and data name paths alike: one definition, in the lower layer.
+from memorizing_jax.checkpointing.discovery import absolute_location, is_remote  # noqa: F401
+
 DATA_DIR_ENV = "MEMORIZING_JAX_DATA_DIR"
 DEFAULT_DATA_DIR = pathlib.Path("~/.cache/memorizing_jax")
 LOCAL_COPIES_ENV = "MEMORIZING_JAX_LOCAL_COPIES_DIR"
 
 PathLike = Union[str, os.PathLike]
-
-
-def is_remote(path: PathLike) -> bool:
-  """Whether `path` is a URL (`gs://bucket/...`, any `scheme://`), not a local path."""
-  return "://" in os.fspath(path)
-
-
-def absolute_location(path: PathLike) -> str:
-  """A local `path` made absolute; a remote one (`gs://...`) as given."""
-  path = os.fspath(path)
-  return path if is_remote(path) else os.path.abspath(path)
 
 
 def as_path(path: PathLike) -> epath.Path:
