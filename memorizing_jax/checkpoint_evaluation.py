@@ -44,8 +44,8 @@ class EvaluationConfig:
     memory_slots: the memory size to read with (None: the run's).
     batch_size: rows per batch (None: the run's eval batch size).
     max_batches: stop after this many batches (None: the whole split).
-    position_edges: split by position in the document (None: `default_position_edges`;
-      (): no split).
+    position_edges: split by position in the document (None: the local context, L
+      or 2L with the XL cache, then `PAPER_MEMORY_SIZES` beyond it; (): no split).
     memory_gain: also read with the memory ablated.
     gain_edges: with memory_gain, split by gain (nats) at these values.
     copy_edges: split by how far back copying would find a target (): no split.
@@ -80,14 +80,14 @@ class EvaluationConfig:
       raise ValueError(f"copy_context must be positive, got {self.copy_context}")
 
 
-def default_position_edges(model_config: ModelConfig) -> Tuple[int, ...]:
+def _default_position_edges(model_config: ModelConfig) -> Tuple[int, ...]:
   """The local context (L, or 2L with the XL cache: what a model reaches without
   memory), then the paper's memory sizes beyond it."""
   window = model_config.segment_length * (2 if model_config.use_xl_cache else 1)
   return (window,) + tuple(e for e in PAPER_MEMORY_SIZES if e > window)
 
 
-def with_memory_slots(model_config: ModelConfig, memory_slots: Optional[int]) -> ModelConfig:
+def _with_memory_slots(model_config: ModelConfig, memory_slots: Optional[int]) -> ModelConfig:
   """`model_config` reading with `memory_slots` (None: as it is).
 
   Raises:
@@ -105,16 +105,16 @@ def with_memory_slots(model_config: ModelConfig, memory_slots: Optional[int]) ->
     raise ValueError(f"--memory_slots={memory_slots} does not fit the run's model: {e}") from e
 
 
-def run_name(config: EvaluationConfig, run_task: str, trained_slots: int, slots: int,
-             split: str) -> str:
+def _run_name(config: EvaluationConfig, run_task: str, trained_slots: int, slots: int,
+              split: str) -> str:
   """The result's folder under `<workdir>/eval`: split, task when not the run's,
   memory size when not the run's."""
   name = split if config.task in (None, run_task) else f"{config.task}-{split}"
   return name if slots == trained_slots else f"{name}-mem{slots}"
 
 
-def copy_bands_of_split(data_config: DataConfig, vocabulary, context: int,
-                        edges: Sequence[int]) -> Callable[[int], Any]:
+def _copy_bands_of_split(data_config: DataConfig, vocabulary, context: int,
+                         edges: Sequence[int]) -> Callable[[int], Any]:
   """document id of the eval split -> its `repeats.copy_bands` (computed once each)."""
   cache = token_cache.load_or_build(data_config.task, data_config.eval_split, vocabulary,
                                     data_config.data_dir, progress=False)
@@ -152,11 +152,11 @@ def evaluate_checkpoint(workdir: str, config: EvaluationConfig = EvaluationConfi
   started = time.perf_counter()
   partitioner = partitioner_lib.Partitioner(mesh or partitioner_lib.MeshConfig())
   loaded = loading.load(workdir, config.step, mesh=partitioner.mesh)
-  model_config = with_memory_slots(loaded.config, config.memory_slots)
+  model_config = _with_memory_slots(loaded.config, config.memory_slots)
   data_config = _data_config(loaded.data_config, config)
   partitioner.check_batch_size(data_config.eval_batch_size, "--batch_size" if config.batch_size
                                else "the run's eval batch size (set --batch_size)")
-  edges = (default_position_edges(model_config) if config.position_edges is None
+  edges = (_default_position_edges(model_config) if config.position_edges is None
            else tuple(config.position_edges))
   tallies = [evaluation.Tally(_splits(config, edges, data_config, loaded.vocabulary))]
   tallies += [t for t in (make(model_config, data_config) for make in extra_tallies) if t]
@@ -178,7 +178,7 @@ def evaluate_checkpoint(workdir: str, config: EvaluationConfig = EvaluationConfi
   memory = (lambda c: c.memory_slots if c.knn_layers else 0)
   result["evaluation"] = dict(
       workdir=loaded.workdir, task=data_config.task, split=data_config.eval_split,
-      name=run_name(config, loaded.data_config.task, memory(loaded.config),
+      name=_run_name(config, loaded.data_config.task, memory(loaded.config),
                     memory(model_config), data_config.eval_split),
       memory_slots=memory(model_config), trained_memory_slots=memory(loaded.config),
       segment_length=model_config.segment_length, batch_size=data_config.eval_batch_size,
@@ -204,6 +204,6 @@ def _splits(config: EvaluationConfig, edges: Sequence[int], data_config: DataCon
   if config.memory_gain:
     splits.append(evaluation.Split.by_memory_gain(config.gain_edges))
   if config.copy_edges:
-    splits.append(evaluation.Split.by_copy_source(config.copy_edges, copy_bands_of_split(
+    splits.append(evaluation.Split.by_copy_source(config.copy_edges, _copy_bands_of_split(
         data_config, vocabulary, config.copy_context, config.copy_edges)))
   return splits

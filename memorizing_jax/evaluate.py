@@ -91,7 +91,7 @@ def _numbers(name: str, kind=int) -> Optional[tuple]:
                      f", got {','.join(values)}") from e
 
 
-def config_from_flags() -> EvaluationConfig:
+def _config_from_flags() -> EvaluationConfig:
   return EvaluationConfig(
       step=FLAGS.step, task=FLAGS.task, split=FLAGS.split, memory_slots=FLAGS.memory_slots,
       batch_size=FLAGS.batch_size, max_batches=FLAGS.max_batches,
@@ -107,7 +107,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
   command_line.hide_accelerators_from_tensorflow()
   try:
-    config = config_from_flags()
+    config = _config_from_flags()
     result = evaluate_checkpoint(FLAGS.workdir, config,
                                  MeshConfig(data=FLAGS.mesh_data, model=FLAGS.mesh_model,
                                             memory=FLAGS.mesh_memory))

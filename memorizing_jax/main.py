@@ -127,7 +127,7 @@ def _not_gin_include_search(record: std_logging.LogRecord) -> bool:
   return not record.pathname.replace("\\", "/").endswith("gin/resource_reader.py")
 
 
-def build_train_arguments() -> dict:
+def _build_train_arguments() -> dict:
   """The arguments gin gives `loop.train` besides workdir and gin_config: the configs,
   each validated as it is built (unbound ones keep `loop.train`'s defaults)."""
   from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top  (see the top)
@@ -151,7 +151,7 @@ def load_run_config(files: Sequence[str], params: Sequence[str],
   if not files:
     raise ConfigError("no --gin_file given; start from --gin_file=gin/quickstart.gin")
   parse_gin(files, params, gin_search_paths(extra_search_paths))
-  return build_train_arguments()
+  return _build_train_arguments()
 
 
 def run_training(workdir: str, files: Sequence[str], params: Sequence[str],

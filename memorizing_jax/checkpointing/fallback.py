@@ -41,7 +41,7 @@ class CorruptCheckpointError(RuntimeError):
                      f"{advice}")
 
 
-def stored_digests(directory: str, step: int) -> Optional[Dict[str, str]]:
+def _stored_digests(directory: str, step: int) -> Optional[Dict[str, str]]:
   """{leaf name: digest} saved with `step`, or None for a checkpoint saved without.
 
   Raises:
@@ -82,7 +82,7 @@ def _check_step(directory: str, step: int, restore_step: Callable[[int], Restore
   """(restored, "") when `step` is intact, else (None, what is wrong)."""
   restored, problem = None, ""
   try:
-    saved = stored_digests(directory, step)
+    saved = _stored_digests(directory, step)
     restored = restore_step(step)
   except CheckpointMismatchError:
     raise

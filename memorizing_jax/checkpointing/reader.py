@@ -46,7 +46,7 @@ def stored_arrays(directory: str, step: int) -> Dict[str, Any]:
     handler.close()
 
 
-def read_arrays(directory: str, step: int, abstract: Any, partial: bool = False) -> Any:
+def _read_arrays(directory: str, step: int, abstract: Any, partial: bool = False) -> Any:
   """The arrays of `abstract` read from `step`, each onto its sharding; unverified.
 
   Args:
@@ -70,10 +70,10 @@ def read_arrays(directory: str, step: int, abstract: Any, partial: bool = False)
 
 def _read_fitting(directory: str, step: int, abstract: Any, partial: bool,
                   mismatch_advice: str) -> Any:
-  """`read_arrays` once the stored tree is found to hold `abstract`'s leaves."""
+  """`_read_arrays` once the stored tree is found to hold `abstract`'s leaves."""
   trees.check_fits(stored_arrays(directory, step), trees.flatten_with_names(abstract),
                    f"{directory}/{step}", mismatch_advice, ignore_unused=partial)
-  return read_arrays(directory, step, abstract, partial)
+  return _read_arrays(directory, step, abstract, partial)
 
 
 def restore_state(directory: str, steps: Sequence[int], abstract_state: Any, advice: str,
@@ -178,7 +178,7 @@ def restore_matching_params(path: str, params: Any) -> Tuple[Any, Dict[str, List
     abstract = _nested({name: jax.ShapeDtypeStruct(wanted[name].shape, wanted[name].dtype,
                                                    sharding=wanted[name].sharding)
                         for name in found.matching})
-    restored = read_arrays(location.directory, location.step, {PARAMS: abstract}, partial=True)
+    restored = _read_arrays(location.directory, location.step, {PARAMS: abstract}, partial=True)
     loaded = trees.flatten_with_names(restored[PARAMS])
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   merged = jax.tree_util.tree_unflatten(

@@ -32,7 +32,7 @@ QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 PROG = "python -m memorizing_jax.data"
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog=PROG, description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +99,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   return args
 
 
-def split_stats(cache) -> dict:
+def _split_stats(cache) -> dict:
   """Documents, tokens and tokens-per-document quantiles of one token cache."""
   lengths = cache.lengths
   stats = dict(documents=int(cache.num_documents), tokens=int(lengths.sum()))
@@ -113,8 +113,8 @@ def split_stats(cache) -> dict:
   return stats
 
 
-def sample_segment(task: str, split: str, vocabulary, length: int, data_dir,
-                   keep_binary_files: bool = False) -> dict:
+def _sample_segment(task: str, split: str, vocabulary, length: int, data_dir,
+                    keep_binary_files: bool = False) -> dict:
   """The first row of the first eval batch of the split, decoded."""
   from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (seqio)
   stream = pipeline.make_stream(task, split, 1, length, vocabulary=vocabulary, mode="eval",
@@ -127,7 +127,7 @@ def sample_segment(task: str, split: str, vocabulary, length: int, data_dir,
               text=vocabulary.decode(batch["targets"][0][mask].tolist()))
 
 
-def split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) -> dict:
+def _split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) -> dict:
   """Over all documents of a split, by how far back the source lies (bands of `edges`):
   the share of tokens whose (context + 1)-gram occurred before ("repeated"), and of
   tokens that copying the successor of the context's most recent occurrence would
@@ -144,9 +144,9 @@ def split_repeats(cache, context: int, vocab_size: int, edges: Sequence[int]) ->
               copied_wrong=repeats.band_shares(distance, edges, ~correct))
 
 
-def documents_read(task: str, vocabulary, batch_size: int, segment_length: int, seed: int,
-                   steps: int, start: int, data_dir, top: int = 10,
-                   keep_binary_files: bool = False) -> dict:
+def _documents_read(task: str, vocabulary, batch_size: int, segment_length: int, seed: int,
+                    steps: int, start: int, data_dir, top: int = 10,
+                    keep_binary_files: bool = False) -> dict:
   """Which documents the training stream reads in steps [start, steps): their number,
   the targets read, and the `top` documents by targets read, with their share."""
   from memorizing_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (seqio)
@@ -179,7 +179,7 @@ def fail(message: str, exit_code: int) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the command; a usage error exits 2, a missing file or folder 1, with one
   line on stderr and no traceback."""
-  args = parse_args(argv)
+  args = _parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter.
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
   try:
@@ -227,23 +227,23 @@ def run(args: argparse.Namespace) -> int:
                                       progress=not args.no_progress,
                                       keep_binary_files=args.keep_binary_files)
     if args.stats:
-      result["splits"][split] = split_stats(cache)
+      result["splits"][split] = _split_stats(cache)
     if args.repeats:
       try:
-        result["repeats"][split] = split_repeats(cache, args.repeat_context,
-                                                 vocabulary.vocab_size, args.repeat_edges)
+        result["repeats"][split] = _split_repeats(cache, args.repeat_context,
+                                                  vocabulary.vocab_size, args.repeat_edges)
       except ValueError as e:
         raise SystemExit(f"--repeats: {e}") from None
   if args.sample:
-    result["sample"] = {split: sample_segment(args.task, split, vocabulary,
-                                              args.sample_length, args.data_dir,
-                                              args.keep_binary_files)
+    result["sample"] = {split: _sample_segment(args.task, split, vocabulary,
+                                               args.sample_length, args.data_dir,
+                                               args.keep_binary_files)
                         for split in splits}
   if args.read_steps:
-    result["reading"] = documents_read(args.task, vocabulary, args.batch_size,
-                                       args.segment_length, args.seed, args.read_steps,
-                                       args.read_from, args.data_dir,
-                                       keep_binary_files=args.keep_binary_files)
+    result["reading"] = _documents_read(args.task, vocabulary, args.batch_size,
+                                        args.segment_length, args.seed, args.read_steps,
+                                        args.read_from, args.data_dir,
+                                        keep_binary_files=args.keep_binary_files)
   print(json.dumps(result, indent=1, ensure_ascii=False))
   return 0
 

@@ -123,7 +123,7 @@ def binary_kind(data: bytes, replaced: int) -> Optional[str]:
   return None
 
 
-def read_bytes_or_warn(path: os.PathLike, report: ReadReport) -> Optional[bytes]:
+def _read_bytes_or_warn(path: os.PathLike, report: ReadReport) -> Optional[bytes]:
   """The bytes of a file; None, with a warning and a count, when it cannot be read
   (a dangling symlink, a symlink loop, no permission, not a regular file)."""
   try:
@@ -142,7 +142,7 @@ def read_text(path: os.PathLike, report: ReadReport,
   `keep_binary_files`, binary and undecodable files (`binary_kind`). Replacements in
   the files kept are counted in `report.replaced_characters`.
   """
-  data = read_bytes_or_warn(path, report)
+  data = _read_bytes_or_warn(path, report)
   if data is None:
     return None
   text, replaced = decode_utf8(data)
@@ -243,8 +243,8 @@ def read_joined(root: pathlib.Path, relative_paths: Sequence[str], report: ReadR
   return join_files(kept)
 
 
-def keep_document(name: str, text: Optional[str], replaced_before: int,
-                  report: ReadReport) -> Optional[Document]:
+def _keep_document(name: str, text: Optional[str], replaced_before: int,
+                   report: ReadReport) -> Optional[Document]:
   """Counts one read document in `report`; None when it is empty or skipped.
 
   Args:
@@ -275,14 +275,14 @@ def iter_nonempty(named_texts: Iterable[tuple[str, Callable[[], Optional[str]]]]
   """
   for name, read_fn in named_texts:
     before = report.replaced_characters
-    document = keep_document(name, read_fn(), before, report)
+    document = _keep_document(name, read_fn(), before, report)
     if document is not None:
       yield document
   if source is not None:
-    log_summary(source, report)
+    _log_summary(source, report)
 
 
-def log_summary(source: str, report: ReadReport) -> None:
+def _log_summary(source: str, report: ReadReport) -> None:
   """Logs `report.summary()` for `source`: a warning if anything was skipped or replaced."""
   log = logging.warning if report.has_problems else logging.info
   log("read %s: %s", source, report.summary())

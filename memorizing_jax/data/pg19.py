@@ -42,7 +42,7 @@ def _tfds():
   return tfds
 
 
-def tfds_data_dir(data_dir: Optional[PathLike] = None) -> epath.Path:
+def _tfds_data_dir(data_dir: Optional[PathLike] = None) -> epath.Path:
   """Where TFDS datasets prepared here live: `<data_dir>/tfds`."""
   return resolve_data_dir(data_dir) / "tfds"
 
@@ -80,7 +80,7 @@ def prepare_pg19(local_copy: PathLike, data_dir: Optional[PathLike] = None) -> e
   """Builds TFDS `pg19` from a local copy of the bucket; returns the TFDS data dir."""
   root = check_local_copy(local_copy)
   tfds = _tfds()
-  out = tfds_data_dir(data_dir)
+  out = _tfds_data_dir(data_dir)
   with _builder_reading_from(root):
     builder = tfds.builder(f"{PG19_NAME}:{PG19_VERSION}", data_dir=str(out))
     builder.download_and_prepare(
@@ -96,7 +96,7 @@ class Pg19Reader:
     self.splits = sources.SPLITS
 
   def _info_file(self, data_dir: Optional[PathLike]) -> epath.Path:
-    info = tfds_data_dir(data_dir) / PG19_NAME / PG19_VERSION / "dataset_info.json"
+    info = _tfds_data_dir(data_dir) / PG19_NAME / PG19_VERSION / "dataset_info.json"
     if not info.is_file():
       raise FileNotFoundError(
           f"PG-19 is not prepared: {info.parent} is missing. Prepare it from a local "
@@ -112,7 +112,7 @@ class Pg19Reader:
     self._info_file(data_dir)
     report = ReadReport() if report is None else report
     tfds = _tfds()
-    builder = tfds.builder(f"{PG19_NAME}:{PG19_VERSION}", data_dir=str(tfds_data_dir(data_dir)))
+    builder = tfds.builder(f"{PG19_NAME}:{PG19_VERSION}", data_dir=str(_tfds_data_dir(data_dir)))
     dataset = builder.as_dataset(split=split, shuffle_files=False)
 
     def read():

@@ -88,7 +88,7 @@ def _previous_occurrence(keys: np.ndarray, length: int, first: int) -> np.ndarra
   return distances
 
 
-def distance_band(distances: np.ndarray, edges: Sequence[int]) -> np.ndarray:
+def _distance_band(distances: np.ndarray, edges: Sequence[int]) -> np.ndarray:
   """[...] int band of each positive distance: 0 for (0, e_1], 1 for (e_1, e_2], ...,
   len(edges) beyond e_K."""
   return np.searchsorted(np.asarray(edges, np.int64), distances, side="left")
@@ -102,7 +102,7 @@ def band_shares(distances: np.ndarray, edges: Sequence[int],
   total = max(len(distances), 1)
   selected = np.ones(len(distances), bool) if where is None else np.asarray(where, bool)
   found = distances[selected & (distances != NO_REPEAT)]
-  counts = np.bincount(distance_band(found, edges), minlength=len(edges) + 1)
+  counts = np.bincount(_distance_band(found, edges), minlength=len(edges) + 1)
   bounds = [0, *edges]
   names = [f"<={high}" if low == 0 else f"{low}-{high}"
            for low, high in zip(bounds[:-1], bounds[1:])] + [f">{bounds[-1]}"]
@@ -114,6 +114,7 @@ def band_shares(distances: np.ndarray, edges: Sequence[int],
 def copy_bands(tokens: np.ndarray, context: int, vocab_size: int, edges: Sequence[int]
                ) -> np.ndarray:
   """[len(tokens)] int: 0 where copying (`copy_predictions`) guesses the token wrong or
-  has no guess; else 1 + the `distance_band` of the copy's distance."""
+  has no guess; else 1 + the band of `edges` the copy's distance lies in (0 for
+  (0, e_1], as in `band_shares`)."""
   distance, correct = copy_predictions(tokens, context, vocab_size)
-  return np.where(correct, 1 + distance_band(distance, edges), 0)
+  return np.where(correct, 1 + _distance_band(distance, edges), 0)

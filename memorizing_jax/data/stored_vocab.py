@@ -61,14 +61,14 @@ class StoredVocabularyError(ValueError):
   """The workdir's vocabulary is unreadable, damaged, or does not fit the run."""
 
 
-def vocabulary_dir(workdir: str) -> epath.Path:
+def _vocabulary_dir(workdir: str) -> epath.Path:
   """`<workdir>/vocabulary`."""
   return epath.Path(workdir) / VOCABULARY_DIR
 
 
 def has_stored_vocabulary(workdir: str) -> bool:
   """Whether `workdir` holds a stored vocabulary (its `vocabulary.json`)."""
-  return (vocabulary_dir(workdir) / DESCRIPTION_FILE).exists()
+  return (_vocabulary_dir(workdir) / DESCRIPTION_FILE).exists()
 
 
 def _sha256(data: bytes) -> str:
@@ -82,7 +82,7 @@ def _write_atomically(path: epath.Path, data: bytes) -> None:
   tmp.replace(path)
 
 
-def describe_vocabulary(vocabulary: seqio.Vocabulary, task: str) -> dict:
+def _describe_vocabulary(vocabulary: seqio.Vocabulary, task: str) -> dict:
   """The `vocabulary.json` of `vocabulary`, used to train on `task` (without the model
   file's name and digest, which `store_vocabulary` adds)."""
   fingerprint = vocab_lib.vocabulary_fingerprint(vocabulary)  # rejects other types
@@ -101,9 +101,9 @@ def store_vocabulary(workdir: str, vocabulary: seqio.Vocabulary, task: str) -> N
 
   Only one process may call this (process 0): see `train/run_vocabulary.py`.
   """
-  folder = vocabulary_dir(workdir)
+  folder = _vocabulary_dir(workdir)
   folder.mkdir(parents=True, exist_ok=True)
-  description = describe_vocabulary(vocabulary, task)
+  description = _describe_vocabulary(vocabulary, task)
   keep = {DESCRIPTION_FILE}
   if description["kind"] == "sentencepiece":
     model = vocabulary.sp_model
@@ -123,13 +123,13 @@ def store_vocabulary(workdir: str, vocabulary: seqio.Vocabulary, task: str) -> N
       stale.unlink()
 
 
-def read_description(workdir: str) -> Optional[dict]:
+def _read_description(workdir: str) -> Optional[dict]:
   """The workdir's `vocabulary.json`, or None when it has no stored vocabulary.
 
   Raises:
     StoredVocabularyError: the file is there but unreadable or incomplete.
   """
-  path = vocabulary_dir(workdir) / DESCRIPTION_FILE
+  path = _vocabulary_dir(workdir) / DESCRIPTION_FILE
   if not path.exists():
     return None
   try:
@@ -164,13 +164,13 @@ def load_stored_vocabulary(workdir: str) -> Optional[Tuple[seqio.Vocabulary, dic
     StoredVocabularyError: the description is unreadable, or the SentencePiece model
       is missing or its bytes differ from the digest recorded when it was stored.
   """
-  description = read_description(workdir)
+  description = _read_description(workdir)
   if description is None:
     return None
   if description["kind"] == "byte":
     return vocab_lib.byte_vocabulary(), description
   _model_bytes(workdir, description)
-  return (vocab_lib.load_sentencepiece(vocabulary_dir(workdir) / description["model_file"]),
+  return (vocab_lib.load_sentencepiece(_vocabulary_dir(workdir) / description["model_file"]),
           description)
 
 
@@ -180,7 +180,7 @@ def _model_bytes(workdir: str, description: dict) -> bytes:
   Raises:
     StoredVocabularyError: the model is missing or damaged.
   """
-  path = vocabulary_dir(workdir) / description["model_file"]
+  path = _vocabulary_dir(workdir) / description["model_file"]
   if not path.exists():
     raise StoredVocabularyError(f"the run's SentencePiece model {path} is missing; {_FIX}")
   model = path.read_bytes()
@@ -199,14 +199,14 @@ def checkpoint_item(workdir: str) -> Optional[dict]:
   Raises:
     StoredVocabularyError: the stored vocabulary is damaged (it is not copied).
   """
-  description = read_description(workdir)
+  description = _read_description(workdir)
   if description is None:
     return None
   files = {}
   if description["kind"] == "sentencepiece":
     model_file = description["model_file"]
     files[model_file] = _model_bytes(workdir, description)
-    sidecar = vocabulary_dir(workdir) / model_file.replace(".model", ".json")
+    sidecar = _vocabulary_dir(workdir) / model_file.replace(".model", ".json")
     if sidecar.exists():
       files[sidecar.name] = sidecar.read_bytes()
   return {"description": description,
@@ -253,8 +253,8 @@ def load_checkpoint_item(item: dict, origin: str) -> Tuple[seqio.Vocabulary, dic
   return vocab_lib.load_sentencepiece(folder / description["model_file"]), description
 
 
-def saved_in_checkpoints(directory: str, steps: Sequence[int]
-                         ) -> Tuple[Optional[Tuple[str, dict]], list]:
+def _saved_in_checkpoints(directory: str, steps: Sequence[int]
+                          ) -> Tuple[Optional[Tuple[str, dict]], list]:
   """The vocabulary item of the newest of `steps` (in the checkpoint folder
   `directory`) that saved a readable one: ((`<directory>/<step>`, item) or None,
   [what was unreadable in newer steps]). Every step of a run saves the same one."""
@@ -286,7 +286,7 @@ def check_fits_data_config(description: dict, workdir: str, task: str, kind: str
     differences = ", ".join(f"{k} {stored[k]!r} (asked: {wanted[k]!r})"
                             for k in wanted if stored[k] != wanted[k])
     raise StoredVocabularyError(
-        f"the vocabulary stored in {vocabulary_dir(workdir)} differs from the one "
+        f"the vocabulary stored in {_vocabulary_dir(workdir)} differs from the one "
         f"DataConfig asks for: {differences}. Resume with the run's own settings (its "
         "config.gin), or train in a new workdir")
 
@@ -312,7 +312,7 @@ def check_fits_model(vocabulary: seqio.Vocabulary, model_vocab_size: int,
         f"{vocabulary.vocab_size} ids: set ModelConfig.vocab_size >= {vocabulary.vocab_size} "
         "(a multiple of 128 shards best)")
   raise StoredVocabularyError(
-      f"the vocabulary stored in {vocabulary_dir(workdir)} has {vocabulary.vocab_size} "
+      f"the vocabulary stored in {_vocabulary_dir(workdir)} has {vocabulary.vocab_size} "
       f"ids but the run's model only {model_vocab_size} (ModelConfig.vocab_size): it is "
       f"not this run's vocabulary; {_FIX}")
 
@@ -337,7 +337,7 @@ def run_vocabulary(workdir: str, task: str, kind: str, size: int, *,
       not the one the settings describe.
   """
   stored = load_stored_vocabulary(workdir)
-  saved, unreadable = (saved_in_checkpoints(checkpoints, steps) if checkpoints
+  saved, unreadable = (_saved_in_checkpoints(checkpoints, steps) if checkpoints
                        else (None, []))
   if stored is not None:
     if unreadable:
@@ -346,11 +346,11 @@ def run_vocabulary(workdir: str, task: str, kind: str, size: int, *,
     if saved is not None:
       _check_same_vocabulary(stored[1], workdir, saved)
     vocabulary, description = stored
-    logging.info("using the vocabulary stored in %s", vocabulary_dir(workdir))
+    logging.info("using the vocabulary stored in %s", _vocabulary_dir(workdir))
   elif saved is not None:
     vocabulary, description = load_checkpoint_item(saved[1], saved[0])
     logging.info("%s stores no vocabulary: using the one saved in checkpoint %s",
-                 vocabulary_dir(workdir), saved[0])
+                 _vocabulary_dir(workdir), saved[0])
   elif unreadable:
     raise StoredVocabularyError(
         f"{workdir} stores no vocabulary and the one saved in its checkpoints is "
@@ -381,7 +381,7 @@ def _check_same_vocabulary(description: dict, workdir: str, saved: Tuple[str, di
         f"{e}); {_CHECKPOINT_FIX}") from e
   if theirs != description["vocabulary_fingerprint"]:
     raise StoredVocabularyError(
-        f"the vocabulary stored in {vocabulary_dir(workdir)} "
+        f"the vocabulary stored in {_vocabulary_dir(workdir)} "
         f"({description['vocabulary_fingerprint']}) is not the one checkpoint {origin} "
         f"saved ({theirs}): the workdir holds another run's vocabulary or checkpoints. "
         "Delete the workdir's `vocabulary/` folder to use the checkpoint's, or load the "

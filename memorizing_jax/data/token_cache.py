@@ -117,7 +117,7 @@ class TokenCache:
     return self.tokens[self.offsets[document_id]:self.offsets[document_id + 1]]
 
 
-class ContentHash:
+class _ContentHash:
   """The hash of a cache's documents (names and token bytes, in id order), built one
   document at a time: equal on every host with the same documents and vocabulary."""
 
@@ -139,26 +139,26 @@ def prefix_content_hash(cache: TokenCache, num_documents: int) -> str:
   if not 0 <= num_documents <= cache.num_documents:
     raise ValueError(f"num_documents must be in [0, {cache.num_documents}], got "
                      f"{num_documents}")
-  content = ContentHash(cache.meta["vocabulary"])
+  content = _ContentHash(cache.meta["vocabulary"])
   for document_id in range(num_documents):
     content.add(cache.names[document_id], np.asarray(cache.document(document_id)).tobytes())
   return content.value()
 
 
-def token_dtype(vocabulary: seqio.Vocabulary) -> np.dtype:
+def _token_dtype(vocabulary: seqio.Vocabulary) -> np.dtype:
   """uint16 when every id fits, else int32."""
   return np.dtype(np.uint16 if vocabulary.vocab_size <= 2**16 else np.int32)
 
 
-def cache_key(task: str, split: str, source_fingerprint: str, vocabulary_fingerprint: str,
-              min_tokens: int, keep_binary_files: bool = False) -> str:
+def _cache_key(task: str, split: str, source_fingerprint: str, vocabulary_fingerprint: str,
+               min_tokens: int, keep_binary_files: bool = False) -> str:
   spec = dict(task=task, split=split, source=source_fingerprint,
               vocabulary=vocabulary_fingerprint, min_tokens=min_tokens,
               keep_binary_files=keep_binary_files, format=_FORMAT_VERSION)
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_folder_name(split: str, key: str, shard: int = 0, num_shards: int = 1) -> str:
+def _cache_folder_name(split: str, key: str, shard: int = 0, num_shards: int = 1) -> str:
   """`<split>-<key>` for a whole split, `<split>-<key>-<shard>-of-<num_shards>` (5
   digits each) for one shard of it."""
   if num_shards == 1:
@@ -212,10 +212,10 @@ def load_or_build_shards(task: str, split: str, vocabulary: seqio.Vocabulary,
   vocab_lib.check_vocabulary_for_task(vocabulary, task)
   min_tokens = int(getattr(reader, "min_tokens", 0))
   vocabulary_fp = vocab_lib.vocabulary_fingerprint(vocabulary)
-  key = cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens,
-                  keep_binary_files)
+  key = _cache_key(task, split, reader.fingerprint(split, data_dir), vocabulary_fp, min_tokens,
+                   keep_binary_files)
   folder = resolve_data_dir(data_dir) / "tokens" / task
-  paths = {s: folder / cache_folder_name(split, key, s, num_shards) for s in shards}
+  paths = {s: folder / _cache_folder_name(split, key, s, num_shards) for s in shards}
   build = functools.partial(
       _build, num_shards=num_shards, task=task, split=split, key=key, reader=reader,
       vocabulary=vocabulary, vocabulary_fp=vocabulary_fp, min_tokens=min_tokens,
@@ -287,7 +287,7 @@ class _ShardWriter:
     self.folder, self.dtype = folder, dtype
     self.tokens = open(folder / "tokens.bin", "wb")  # pylint: disable=consider-using-with
     self.names, self.offsets, self.total = [], [0], 0
-    self.content = ContentHash(vocabulary_fp)
+    self.content = _ContentHash(vocabulary_fp)
     self.skipped_short = 0
 
   def add(self, name: str, ids: np.ndarray, min_tokens: int) -> None:
@@ -328,7 +328,7 @@ def _build(folders: Dict[int, pathlib.Path], *, num_shards: int, task: str, spli
            keep_binary_files: bool) -> None:
   """Reads the split's documents once and tokenises those of the shards of `folders`
   ({shard: folder}) into their cache files."""
-  dtype = token_dtype(vocabulary)
+  dtype = _token_dtype(vocabulary)
   report = ReadReport()
   writers = {s: _ShardWriter(folder, vocabulary_fp, dtype) for s, folder in folders.items()}
   documents = reader.documents(split, data_dir, report, keep_binary_files=keep_binary_files)

@@ -66,7 +66,7 @@ def byte_vocabulary() -> seqio.ByteVocabulary:
   return seqio.ByteVocabulary()
 
 
-def default_sample_bytes(size: int) -> int:
+def _default_sample_bytes(size: int) -> int:
   """Characters of training text sampled for a vocabulary of `size` pieces."""
   return max(MIN_DEFAULT_SAMPLE_BYTES, SAMPLE_BYTES_PER_PIECE * size)
 
@@ -170,7 +170,8 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
     size: SentencePiece vocabulary size (ignored for "byte").
     data_dir: where models are cached (see `data_dir.py`).
     sample_bytes: characters of training text sampled from the training split
-      (default `default_sample_bytes(size)`).
+      (default `SAMPLE_BYTES_PER_PIECE * size`, at least
+      `MIN_DEFAULT_SAMPLE_BYTES`).
     seed: seed of the sample.
     text_feature: for a seqio task of the user's, the string feature that holds the
       text (see `tasks.get_reader`).
@@ -184,7 +185,7 @@ def get_vocabulary(task: str, kind: str = "sentencepiece", size: int = DEFAULT_V
     raise ValueError(f"unknown vocabulary kind {kind!r}; expected one of {VOCAB_KINDS}")
   reader = tasks.get_reader(task, text_feature)
   if sample_bytes is None:
-    sample_bytes = default_sample_bytes(size)
+    sample_bytes = _default_sample_bytes(size)
   path, meta = sentencepiece_model_path(
       task, size, sample_bytes, seed, reader.fingerprint("train", data_dir), data_dir)
   if not path.is_file():

@@ -73,7 +73,7 @@ class ScoredBatch:
     return None if self.nll_without_memory is None else self.nll_without_memory - self.nll
 
 
-def top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
+def _top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
   """[batch, heads, length] position of each head's top-weighted retrieval (-1: none),
   from the first kNN layer's sown diagnostics; None for a model without memory."""
   layers = sown_by_layer(diagnostics)
@@ -88,9 +88,9 @@ def top_retrieved(diagnostics: Any) -> Optional[jax.Array]:
   return jnp.where(jnp.any(valid, axis=-1), top, -1)
 
 
-def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
-                    rules: axes.Rules = axes.DEFAULT_LOGICAL_AXIS_RULES,
-                    retrievals: bool = False, state_sharding: Any = None) -> Callable:
+def _make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
+                     rules: axes.Rules = axes.DEFAULT_LOGICAL_AXIS_RULES,
+                     retrievals: bool = False, state_sharding: Any = None) -> Callable:
   """A jitted (params, state, inputs, targets, loss_mask, start_of_sequence) ->
   (state, nll [batch, length] (0 where masked), predictions [batch, length],
   top [batch, heads, length] or None) step; `state` is donated.
@@ -98,7 +98,7 @@ def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
   Args:
     mesh: trace with it as the ambient mesh (the memory is looked up where it
       lives); None: no mesh.
-    retrievals: also return `top_retrieved` (otherwise None).
+    retrievals: also return `_top_retrieved` (otherwise None).
     state_sharding: where the returned state goes (`partitioning.state_shardings`), so
       that the next call finds it where the first one did; None: where jit puts it.
   """
@@ -106,7 +106,7 @@ def make_eval_apply(model: MemorizingTransformer, mesh: Optional[Mesh] = None,
   def apply(params, state, inputs, targets, loss_mask, start_of_sequence):
     scores = scoring.score_segment(model, params, state, inputs, targets, start_of_sequence,
                                    diagnostics=retrievals)
-    top = top_retrieved(scores.diagnostics) if retrievals else None
+    top = _top_retrieved(scores.diagnostics) if retrievals else None
     new_state = scores.state
     if state_sharding is not None:
       new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
@@ -133,11 +133,11 @@ def _placer(mesh: Optional[Mesh], rules: axes.Rules) -> Callable[[np.ndarray], j
 
 def _compile_steps(config: ModelConfig, rows: int, mesh: Optional[Mesh], rules: axes.Rules,
                    retrievals: bool) -> Tuple[Callable, Callable, Callable]:
-  """(`make_eval_apply`'s step, () -> a fresh state, state -> its memories emptied) for
+  """(`_make_eval_apply`'s step, () -> a fresh state, state -> its memories emptied) for
   batches of `rows` rows, the states placed on `mesh`."""
   sharding = None if mesh is None else partitioning.state_shardings(config, mesh, rules,
                                                                       batch_size=rows)
-  apply = make_eval_apply(MemorizingTransformer(config), mesh, rules, retrievals, sharding)
+  apply = _make_eval_apply(MemorizingTransformer(config), mesh, rules, retrievals, sharding)
   fresh = jax.jit(lambda: init_state(config, rows), out_shardings=sharding)
   empty = jax.jit(ablation.empty_memories, out_shardings=sharding, donate_argnums=(0,))
   return apply, fresh, empty
@@ -209,7 +209,7 @@ class Split:
     """By a target's position in its document (tokens before it, the end-of-document
     target included): [0, e_1), [e_1, e_2), ..., [e_k, None)."""
     edges = tuple(int(e) for e in edges)
-    return cls("by_position", _intervals(0, edges), lambda s: position_buckets(
+    return cls("by_position", _intervals(0, edges), lambda s: _position_buckets(
         s.batch["token_offset"], s.nll.shape[1], edges))
 
   @classmethod
@@ -231,7 +231,7 @@ class Split:
                                              s.nll.shape[1], bands))
 
   def add(self, scored: ScoredBatch) -> None:
-    batch_sums = bucket_sums(scored, self.bucket_of(scored), len(self.bounds))
+    batch_sums = _bucket_sums(scored, self.bucket_of(scored), len(self.bounds))
     for key, value in batch_sums.items():
       self.sums[key] = self.sums.get(key, 0.0) + value
 
@@ -239,7 +239,7 @@ class Split:
     """[{"start", "end", "tokens", "perplexity"}] per bucket (perplexity None without
     tokens); with the memory ablated also "perplexity_without_memory" and
     "gain_share" (the share of its tokens whose loss the memory lowers)."""
-    sums = self.sums or bucket_sums(None, None, len(self.bounds))
+    sums = self.sums or _bucket_sums(None, None, len(self.bounds))
     rows = []
     for i, (start, end) in enumerate(self.bounds):
       tokens = float(sums["tokens"][i])
@@ -266,8 +266,8 @@ def _perplexity(loss_sum: float, count: float) -> Optional[float]:
     return math.inf
 
 
-def position_buckets(token_offset: np.ndarray, length: int, edges: Sequence[int]
-                     ) -> np.ndarray:
+def _position_buckets(token_offset: np.ndarray, length: int, edges: Sequence[int]
+                      ) -> np.ndarray:
   """[rows, length] bucket of each target by its position in its document.
 
   Args:
@@ -301,8 +301,8 @@ def copy_source_buckets(document_id: np.ndarray, token_offset: np.ndarray, lengt
   return bucket
 
 
-def bucket_sums(scored: Optional[ScoredBatch], bucket: Optional[np.ndarray],
-                num_buckets: int) -> Dict[str, np.ndarray]:
+def _bucket_sums(scored: Optional[ScoredBatch], bucket: Optional[np.ndarray],
+                 num_buckets: int) -> Dict[str, np.ndarray]:
   """One batch's sums per bucket, each [num_buckets] float64: "loss", "tokens" and,
   when the batch was also read without memory, "loss_without_memory" and "gaining"
   (tokens whose loss the memory lowers). `scored` None: zeros, without the latter."""
@@ -345,7 +345,8 @@ class Tally:
 
   def result(self) -> Dict[str, Any]:
     """The figures so far (NaN, or None for the per-bucket figures, without tokens)."""
-    sums = {k: float(v[0]) for k, v in (self.whole.sums or bucket_sums(None, None, 1)).items()}
+    whole = self.whole.sums or _bucket_sums(None, None, 1)
+    sums = {k: float(v[0]) for k, v in whole.items()}
     tokens = sums["tokens"]
     mean = lambda total: total / tokens if tokens else math.nan
     result = {"loss": mean(sums["loss"]), "perplexity": _perplexity(sums["loss"], tokens) or math.nan,

@@ -27,7 +27,7 @@ ACCEPTED_TEXT = ("a str, or token ids: a 1-D sequence or array of ints (e.g. a l
                  "ints, a numpy or jax int array)")
 
 
-def as_batch(texts: Any) -> Optional[list]:
+def _as_batch(texts: Any) -> Optional[list]:
   """The texts of a batch, or None when `texts` is one text.
 
   A batch is a list or tuple of texts (strs, or token-id sequences or arrays) or a
@@ -43,7 +43,7 @@ def as_batch(texts: Any) -> Optional[list]:
   return None
 
 
-def token_ids(text: Any, what: str = "text") -> Optional[np.ndarray]:
+def _token_ids(text: Any, what: str = "text") -> Optional[np.ndarray]:
   """`text` as token ids [n] int64 when it is ids, None when it is a str.
 
   Raises:
@@ -113,10 +113,10 @@ class LoadedModel:
     """Token ids [n] int32 of a str (or the ids themselves, when given ids).
 
     Raises:
-      TypeError: `text` is not a str or integer ids (see `token_ids`).
+      TypeError: `text` is not a str or integer ids (see `_token_ids`).
       ValueError: an id outside [0, config.vocab_size).
     """
-    ids = token_ids(text, what)
+    ids = _token_ids(text, what)
     if ids is None:
       return np.asarray(self.vocabulary.encode(text), np.int32).reshape(-1)
     bad = ids[(ids < 0) | (ids >= self.config.vocab_size)]
@@ -182,7 +182,7 @@ class LoadedModel:
       TypeError: a text is neither a str nor token ids (e.g. bytes or None).
       ValueError: a text has no tokens, or an id is outside the vocabulary.
     """
-    batch = as_batch(texts)
+    batch = _as_batch(texts)
     rows = [self.encode(t) for t in (batch if batch is not None else [texts])]
     for row, ids in enumerate(rows):
       if ids.size == 0:
@@ -231,7 +231,7 @@ class LoadedModel:
         int32 of that step (-1 for rows that have stopped); see `pieces`/`decode`.
     """
     generation.check_sampling(temperature, top_k, max_new_tokens, top_p)
-    batch = as_batch(prompts)
+    batch = _as_batch(prompts)
     rows = [self.encode(p, what="prompt") for p in (batch if batch is not None
                                                    else [prompts])]
     with self._on_mesh():

@@ -40,7 +40,7 @@ def _delegate():
   return Delegate()
 
 
-def parse_bindings(text: str) -> Tuple[Dict[str, Dict[str, Any]], Tuple[str, ...]]:
+def _parse_bindings(text: str) -> Tuple[Dict[str, Dict[str, Any]], Tuple[str, ...]]:
   """{configurable selector: {parameter: value}} of the unscoped bindings, macros
   resolved, and the modules the config imports."""
   macros, bindings, imports = {}, {}, []
@@ -88,7 +88,7 @@ def configs_from_gin(text: str) -> Tuple[ModelConfig, DataConfig]:
   through: runs trained before `DataConfig` moved to `memorizing_jax.data.config`
   bind `inputs.DataConfig` (the trainer's `train/inputs.py`), which matches as well.
   """
-  bindings, imports = parse_bindings(text)
+  bindings, imports = _parse_bindings(text)
   for module in imports:
     if module.startswith("memorizing_jax.data"):
       importlib.import_module(module)  # registers the tasks the run used

@@ -75,7 +75,7 @@ _RULES: contextvars.ContextVar[Rules] = contextvars.ContextVar(
     "logical_axis_rules", default=DEFAULT_LOGICAL_AXIS_RULES)
 
 
-def current_rules() -> Rules:
+def _current_rules() -> Rules:
   """The rules of the enclosing `in_mesh`, else the defaults."""
   return _RULES.get()
 
@@ -90,7 +90,7 @@ def ambient_spec(logical_names: Sequence[str], shape: Sequence[int]) -> Optional
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return None
-  spec = nn.logical_to_mesh_axes(tuple(logical_names), current_rules())
+  spec = nn.logical_to_mesh_axes(tuple(logical_names), _current_rules())
   return fit_spec(spec, shape, dict(mesh.shape))[0]
 
 

@@ -26,15 +26,15 @@ from memorizing_jax.model.state import SegmentCache, XLCache
 _TREE_SUM_ROWS = 16
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   """x / |x| over the last axis, computed in float32, returned in x's dtype."""
   x32 = x.astype(jnp.float32)
   return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
 
-def extend_with_cache(cache: Optional[XLCache], keys: jax.Array, values: jax.Array,
-                      start_of_sequence: jax.Array
-                      ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array, Optional[XLCache]]:
+def _extend_with_cache(cache: Optional[XLCache], keys: jax.Array, values: jax.Array,
+                       start_of_sequence: jax.Array
+                       ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array, Optional[XLCache]]:
   """Prepends the XL cache to a segment's keys/values.
 
   Args:
@@ -67,12 +67,12 @@ def extend_with_cache(cache: Optional[XLCache], keys: jax.Array, values: jax.Arr
   return all_keys, all_values, key_valid, key_positions, new_cache
 
 
-def extend_segment(cache: Optional[XLCache], segment: SegmentCache, keys: jax.Array,
-                   values: jax.Array, start_of_sequence: jax.Array
-                   ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array, SegmentCache]:
+def _extend_segment(cache: Optional[XLCache], segment: SegmentCache, keys: jax.Array,
+                    values: jax.Array, start_of_sequence: jax.Array
+                    ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array, SegmentCache]:
   """Places each row's `n` new tokens' keys/values at its `segment.position`.
 
-  The incremental-decoding form of `extend_with_cache`: the keys attended to are
+  The incremental-decoding form of `_extend_with_cache`: the keys attended to are
   [XL cache; the whole segment cache], entries of a row's segment at or after its
   `position + n` being invalid (they are not read yet).
 
@@ -212,7 +212,7 @@ class SelfAttention(nn.Module):
     q, k, v = (jnp.swapaxes(project(n), 1, 2) for n in ("query", "key", "value"))
     normalize = cfg.normalize_qk or self.use_memory
     if normalize:
-      q, k = l2_normalize(q), l2_normalize(k)
+      q, k = _l2_normalize(q), _l2_normalize(k)
       scale = self.param("temperature",
                          nn.with_logical_partitioning(
                              nn.initializers.constant(cfg.initial_temperature), ("heads",)),
@@ -225,10 +225,10 @@ class SelfAttention(nn.Module):
     # queries start at its own place in its segment.
     query_positions = jnp.arange(length, dtype=jnp.int32)[None]
     if segment is None:
-      all_k, all_v, key_valid, key_positions, new_cache = extend_with_cache(
+      all_k, all_v, key_valid, key_positions, new_cache = _extend_with_cache(
           cache, k, v, start_of_sequence)
     else:
-      all_k, all_v, key_valid, key_positions, new_cache = extend_segment(
+      all_k, all_v, key_valid, key_positions, new_cache = _extend_segment(
           cache, segment, k, v, start_of_sequence)
       query_positions = query_positions + segment.position[:, None]
     causal = key_positions[None, None, :] <= query_positions[:, :, None]

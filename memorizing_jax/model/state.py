@@ -76,7 +76,7 @@ class ModelState:
   memories: Tuple[memory.MemoryState, ...]
 
 
-def init_xl_cache(config: ModelConfig, batch_size: int) -> XLCache:
+def _init_xl_cache(config: ModelConfig, batch_size: int) -> XLCache:
   """An empty XL cache for one layer (all entries invalid)."""
   shape = (batch_size, config.num_heads, config.segment_length, config.head_dim)
   dtype = config.compute_jnp_dtype
@@ -88,7 +88,7 @@ def init_state(config: ModelConfig, batch_size: int) -> ModelState:
   """The state before any segment: empty XL caches and empty memories."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
-  xl_caches = tuple(init_xl_cache(config, batch_size) for _ in range(config.num_layers)
+  xl_caches = tuple(_init_xl_cache(config, batch_size) for _ in range(config.num_layers)
                     ) if config.use_xl_cache else ()
   memories = tuple(
       memory.init(batch_size, config.num_heads, config.memory_slots, config.head_dim,

@@ -54,7 +54,7 @@ class MLP(nn.Module):
                     kernel_init=nn.with_logical_partitioning(init, ("mlp", "embed")))(h)
 
 
-class DecoderLayer(nn.Module):
+class _DecoderLayer(nn.Module):
   """Pre-norm residual layer: x + attention(norm(x)), then x + mlp(norm(x))."""
 
   config: ModelConfig
@@ -78,19 +78,19 @@ class DecoderLayer(nn.Module):
 
 
 def _layer_class(cfg: ModelConfig):
-  """DecoderLayer, rematerialised per `cfg.remat`.
+  """_DecoderLayer, rematerialised per `cfg.remat`.
 
   Under every policy the retrieved memory entries (named RETRIEVED by the lookup)
   are kept, so the backward pass never searches the memory again.
   """
   if cfg.remat == "none":
-    return DecoderLayer
+    return _DecoderLayer
   policies = jax.checkpoint_policies
   policy = policies.save_only_these_names(memory.RETRIEVED)
   if cfg.remat == "dots":
     policy = policies.save_from_both_policies(policies.dots_with_no_batch_dims_saveable, policy)
   # Argument 5 (counting self) is `deterministic`, a Python bool.
-  return nn.remat(DecoderLayer, policy=policy, static_argnums=(5,))
+  return nn.remat(_DecoderLayer, policy=policy, static_argnums=(5,))
 
 
 def _check_inputs(cfg: ModelConfig, tokens: jax.Array, state: ModelState,

@@ -110,7 +110,7 @@ class TrainerConfig:
                        f"{self.lock_stale_after_s}")
 
 
-class Profiler:
+class _Profiler:
   """Traces the updates that start at step counters `first_step .. first_step + steps - 1`
   with `jax.profiler`."""
 
@@ -240,7 +240,7 @@ def run_evaluation(run: Run, params: Any, vocabulary, max_batches: Optional[int]
                              run.partitioner.global_batch, max_batches)
 
 
-def agreed_stop(requested: bool, step: int, every: int) -> bool:
+def _agreed_stop(requested: bool, step: int, every: int) -> bool:
   """Whether to save and stop now; the same answer on every process.
 
   One process stops as soon as it is asked; several agree every `every` steps
@@ -251,7 +251,7 @@ def agreed_stop(requested: bool, step: int, every: int) -> bool:
   return step % every == 0 and multihost.any_process(requested)
 
 
-class StopOnSignal:
+class _StopOnSignal:
   """Turns SIGTERM into a flag the loop checks after each step (save, then exit)."""
 
   def __init__(self):
@@ -336,12 +336,12 @@ def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: Traine
       progress_bar=trainer.progress_bar, devices=run.partitioner.mesh.size,
       step_flops_per_device=compiled.flops_per_device(train_step),
       peak_flops_per_device=device_peak.peak_flops if device_peak else None)
-  profiler = Profiler(os.path.join(workdir, "profile"), first_step=step + 1,
-                      steps=trainer.profile_steps)
+  profiler = _Profiler(os.path.join(workdir, "profile"), first_step=step + 1,
+                       steps=trainer.profile_steps)
   accumulator = metrics_lib.MetricsAccumulator()
   tokens_per_step = data.batch_size * model.segment_length
   try:
-    with StopOnSignal() as stop:
+    with _StopOnSignal() as stop:
       stopping = False
       while step < trainer.total_steps and not stopping:
         batch = run.partitioner.global_batch(inputs_lib.model_inputs(next(stream)))
@@ -351,7 +351,7 @@ def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: Traine
         step += 1
         profiler.after_step(step, state)
         logger.advance()
-        stopping = agreed_stop(stop.requested, step, trainer.stop_check_every)
+        stopping = _agreed_stop(stop.requested, step, trainer.stop_check_every)
         first_step = step == result.step + 1
         save = step % trainer.checkpoint_every == 0 or step == trainer.total_steps
         if first_step or save or stopping or step % trainer.log_every == 0:

@@ -24,12 +24,12 @@ class LossAboveCeilingError(NonFiniteLossError):
   """A step's loss exceeded `TrainerConfig.max_loss`; the last good checkpoint is kept."""
 
 
-def step_loss(metrics: Dict[str, Any]) -> float:
+def _step_loss(metrics: Dict[str, Any]) -> float:
   """Mean loss of one step, nats per token, from its `loss_sum` and `tokens`."""
   return float(metrics["loss_sum"]) / max(float(metrics["tokens"]), 1.0)
 
 
-def what_is_kept(checkpointer) -> str:
+def _what_is_kept(checkpointer) -> str:
   """The part of the error that says what a rerun resumes from (after pending saves)."""
   checkpointer.wait()
   good = checkpointer.latest_step()
@@ -60,15 +60,15 @@ def check_losses(first_step: int, per_step: List[Dict[str, Any]], checkpointer,
     LossAboveCeilingError: a loss is above `max_loss`.
   """
   for offset, m in enumerate(per_step):
-    step, loss = first_step + offset + 1, step_loss(m)
+    step, loss = first_step + offset + 1, _step_loss(m)
     if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
       raise NonFiniteLossError(
           f"the training loss became {loss} (gradient norm {float(m['grad_norm'])}) at step "
-          f"{step}; {what_is_kept(checkpointer)}. {_FIX}, then rerun.")
+          f"{step}; {_what_is_kept(checkpointer)}. {_FIX}, then rerun.")
     if max_loss is not None and loss > max_loss:
       raise LossAboveCeilingError(
           f"the training loss was {loss:.4g} at step {step}, above "
-          f"loop.TrainerConfig.max_loss={max_loss:g}; {what_is_kept(checkpointer)}. {_FIX}, "
+          f"loop.TrainerConfig.max_loss={max_loss:g}; {_what_is_kept(checkpointer)}. {_FIX}, "
           "or raise max_loss, then rerun.")
 
 
@@ -91,5 +91,5 @@ def check_state_finite(state: Any, checkpointer) -> None:
   if not bool(jax.device_get(_all_finite((state.params, state.opt_state)))):
     raise NonFiniteLossError(
         f"the parameters or optimizer statistics after step {int(jax.device_get(state.step))} "
-        f"are not finite, so they were not saved; {what_is_kept(checkpointer)}. {_FIX}, "
+        f"are not finite, so they were not saved; {_what_is_kept(checkpointer)}. {_FIX}, "
         "then rerun.")

@@ -43,7 +43,7 @@ def summary_value(value: Any) -> float:
   return value
 
 
-def token_metrics(loss_sum: float, correct: float, tokens: float) -> Dict[str, float]:
+def _token_metrics(loss_sum: float, correct: float, tokens: float) -> Dict[str, float]:
   """loss (nats per token), perplexity, bits per token and accuracy from sums."""
   if tokens <= 0:
     return {"loss": float("nan"), "perplexity": float("nan"),
@@ -62,7 +62,7 @@ def summarize(per_step: List[Mapping[str, Any]]) -> Dict[str, float]:
   if not per_step:
     return {}
   total = {k: float(sum(float(m[k]) for m in per_step)) for k in SUM_KEYS}
-  out = token_metrics(total["loss_sum"], total["correct"], total["tokens"])
+  out = _token_metrics(total["loss_sum"], total["correct"], total["tokens"])
   for key in per_step[0]:
     if key in SUM_KEYS:
       continue

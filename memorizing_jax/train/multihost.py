@@ -101,13 +101,13 @@ class DistributedConfig:
     return self.coordinator_address is not None or self.num_processes is not None
 
 
-def on_tpu_vm() -> bool:
+def _on_tpu_vm() -> bool:
   """True on a Cloud TPU VM (its TPU chips are device files; no JAX call needed)."""
   return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")) or (
       "TPU_WORKER_HOSTNAMES" in os.environ)
 
 
-def wait_for_coordinator(address: str, timeout_s: float) -> float:
+def _wait_for_coordinator(address: str, timeout_s: float) -> float:
   """Waits until a TCP connection to `address` ("host:port") succeeds.
 
   JAX aborts the whole process (no Python exception) when the coordinator cannot
@@ -140,7 +140,7 @@ def wait_for_coordinator(address: str, timeout_s: float) -> float:
 def should_initialize(config: DistributedConfig) -> bool:
   if config.mode == "off":
     return False
-  return config.mode == "on" or config.explicit or on_tpu_vm()
+  return config.mode == "on" or config.explicit or _on_tpu_vm()
 
 
 def initialize(config: DistributedConfig) -> bool:
@@ -173,7 +173,7 @@ def initialize(config: DistributedConfig) -> bool:
     print(f"process {config.process_id} of {config.num_processes}: joining the coordinator "
           f"at {where} (timeout {timeout} s)", file=sys.stderr, flush=True)
     if config.process_id != 0:
-      timeout = int(wait_for_coordinator(config.coordinator_address, timeout))
+      timeout = int(_wait_for_coordinator(config.coordinator_address, timeout))
   try:
     jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
   except Exception as e:  # pylint: disable=broad-except

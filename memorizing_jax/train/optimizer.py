@@ -108,7 +108,7 @@ def learning_rate_schedule(config: ScheduleConfig) -> optax.Schedule:
   return schedule
 
 
-def parameter_path(path: Tuple[Any, ...]) -> str:
+def _parameter_path(path: Tuple[Any, ...]) -> str:
   """"decoder/layer_2/knn/gate_bias": a parameter's tree path joined by slashes."""
   names = []
   for key in path:
@@ -121,8 +121,8 @@ def parameter_path(path: Tuple[Any, ...]) -> str:
   return "/".join(names)
 
 
-def scale_by_param_rms_except(unscaled: Callable[[str], bool], min_scale: float = 1e-3
-                              ) -> optax.GradientTransformation:
+def _scale_by_param_rms_except(unscaled: Callable[[str], bool], min_scale: float = 1e-3
+                               ) -> optax.GradientTransformation:
   """Adafactor's parameter scaling, skipped for the parameters `unscaled` names.
 
   update[p] *= max(RMS(param[p]), min_scale) for every parameter p (a whole leaf
@@ -132,10 +132,10 @@ def scale_by_param_rms_except(unscaled: Callable[[str], bool], min_scale: float 
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError("scale_by_param_rms_except needs the parameters")
+      raise ValueError("_scale_by_param_rms_except needs the parameters")
 
     def scale(path, update, param):
-      if unscaled(parameter_path(path)):
+      if unscaled(_parameter_path(path)):
         return update
       rms = jnp.sqrt(jnp.mean(jnp.square(param.astype(jnp.float32))))
       return update * jnp.maximum(rms, min_scale).astype(update.dtype)
@@ -160,7 +160,7 @@ def adafactor(schedule: optax.Schedule, multiply_by_parameter_scale: bool,
            optax.clip_by_block_rms(1.0),
            optax.scale_by_learning_rate(schedule, flip_sign=False)]
   if multiply_by_parameter_scale:
-    rules.append(scale_by_param_rms_except(
+    rules.append(_scale_by_param_rms_except(
         lambda path: any(p.search(path) for p in patterns)))
   rules.append(optax.scale(-1.0))
   return optax.chain(*rules)

@@ -84,7 +84,7 @@ class MeshConfig:
     return data, model, memory
 
 
-def default_logical_axis_rules() -> LogicalRules:
+def _default_logical_axis_rules() -> LogicalRules:
   return tuple(axes.DEFAULT_LOGICAL_AXIS_RULES)
 
 
@@ -103,7 +103,7 @@ class Partitioner:
     self.mesh = Mesh(device_array, MESH_AXES)  # Auto axis types by default
     self.rules: LogicalRules = (config.logical_axis_rules
                                 if config.logical_axis_rules is not None
-                                else default_logical_axis_rules())
+                                else _default_logical_axis_rules())
 
   def in_mesh(self, fn):
     """`fn` traced with this mesh and these rules in context (see `axes.in_mesh`)."""

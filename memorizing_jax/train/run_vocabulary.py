@@ -44,7 +44,7 @@ def _stored_vocab():
   return stored_vocab
 
 
-def has_checkpoint(workdir: str) -> bool:
+def _has_checkpoint(workdir: str) -> bool:
   """Whether `<workdir>/checkpoints` holds a saved step (intact or not)."""
   return bool(discovery.committed_steps(os.path.join(workdir, "checkpoints")))
 
@@ -63,7 +63,7 @@ def vocabulary_for_run(workdir: str, data: DataConfig,
       describes, or is not the one the checkpoints saved.
     ValueError: the model has fewer embedding rows than the vocabulary has ids.
   """
-  if not has_checkpoint(workdir):
+  if not _has_checkpoint(workdir):
     vocabulary = _build_and_store(workdir, data)
   else:
     checkpoints = os.path.join(workdir, "checkpoints")

@@ -78,7 +78,7 @@ class LockHolder:
             f"{max(time.time() - self.heartbeat, 0.0):.0f} s ago")
 
 
-def pid_is_running(pid: int) -> bool:
+def _pid_is_running(pid: int) -> bool:
   """Whether a process `pid` exists on this host (it may belong to another user)."""
   if pid <= 0:
     return False
@@ -91,10 +91,10 @@ def pid_is_running(pid: int) -> bool:
   return True
 
 
-def stale_reason(holder: LockHolder, stale_after_s: float) -> Optional[str]:
+def _stale_reason(holder: LockHolder, stale_after_s: float) -> Optional[str]:
   """Why `holder` no longer holds its lock, or None while it may still be running."""
   age = time.time() - holder.heartbeat
-  if holder.host == socket.gethostname() and not pid_is_running(holder.pid):
+  if holder.host == socket.gethostname() and not _pid_is_running(holder.pid):
     return f"its process {holder.pid} on this host has ended"
   if age > stale_after_s:
     return f"its heartbeat is {age:.0f} s old (stale after {stale_after_s:.0f} s)"
@@ -137,7 +137,7 @@ class WorkdirLock:
       text, other = self._read()
       if text is None:  # released meanwhile
         continue
-      reason = stale_reason(other, self.stale_after_s)
+      reason = _stale_reason(other, self.stale_after_s)
       if reason is None:
         raise WorkdirLockedError(
             f"workdir {self.path.parent} is in use by another training run ("

@@ -5,6 +5,8 @@ resolved to one step, and the gin config; local and on gs://.
 local folder. Orbax reads gs:// through TensorStore, which the stand-in does not
 cover: restoring from a bucket is not tested here.
 """
+import pathlib
+
 import pytest
 
 from memorizing_jax.checkpointing import discovery
@@ -80,3 +82,10 @@ def test_a_missing_step_lists_those_there(tmp_path):
     discovery.resolve(str(tmp_path), 4)
   with pytest.raises(NoCheckpointError, match="no checkpoint in"):
     discovery.resolve(str(tmp_path / "empty"))
+
+
+def test_a_path_with_a_scheme_is_remote():
+  for remote in ("gs://bucket/run", "s3://b/x", "file:///tmp/run"):
+    assert discovery.is_remote(remote), remote
+  for local in ("/tmp/run", "run/checkpoints", "C:\\runs\\a", pathlib.Path("/gs:/x")):
+    assert not discovery.is_remote(local), local

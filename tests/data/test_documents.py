@@ -42,3 +42,35 @@ def test_iter_nonempty_skips_and_counts_empty_documents():
   kept = list(documents.iter_nonempty(named, report))
   assert [d.name for d in kept] == ["a", "d"]
   assert report.documents == 2 and report.skipped_empty == 2
+
+
+@pytest.mark.parametrize("name,skipped", [
+    (".git", True), (".hg", True), (".svn", True), ("__pycache__", True),
+    (".hidden", True), (".env.py", True),
+    ("git", False), ("src", False), ("a.py", False), ("__init__.py", False),
+    ("_private.py", False), ("pycache", False)])
+def test_is_skipped_name(name, skipped):
+  assert documents.is_skipped_name(name) is skipped
+
+
+def test_read_joined_joins_the_files_kept_in_the_given_order(tmp_path):
+  (tmp_path / "a.txt").write_bytes(b"one")  # no trailing newline
+  (tmp_path / "b.so").write_bytes(b"\x7fELF" + b"\0" * 60)
+  (tmp_path / "sub").mkdir()
+  (tmp_path / "sub" / "c.txt").write_bytes(b"two\n")
+  report = documents.ReadReport()
+  text = documents.read_joined(tmp_path, ["sub/c.txt", "b.so", "a.txt"], report)
+  assert text == "two\none"
+  assert report.skipped_binary == 1 and report.replaced_characters == 0
+  kept = documents.read_joined(tmp_path, ["a.txt", "b.so"], documents.ReadReport(),
+                               keep_binary_files=True)
+  assert kept == "one\n\x7fELF" + "\0" * 60
+
+
+def test_read_joined_is_none_only_when_every_file_was_skipped(tmp_path, caplog):
+  (tmp_path / "b.so").write_bytes(b"\0" * 10)
+  report = documents.ReadReport()
+  assert documents.read_joined(tmp_path, ["b.so", "missing.txt"], report) is None
+  assert (report.skipped_binary, report.skipped_unreadable) == (1, 1)
+  assert "missing.txt" in caplog.text
+  assert documents.read_joined(tmp_path, [], report) == ""  # no files: an empty document

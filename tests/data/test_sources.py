@@ -1,4 +1,6 @@
 """Document readers: folder modes, splits, the Python stdlib, bad input."""
+import errno
+import hashlib
 import os
 import pathlib
 import sysconfig
@@ -246,3 +248,39 @@ def test_binary_kind_thresholds():
   assert documents.binary_kind(text + b"\0\0", 0) == "binary"
   assert documents.binary_kind(text, 10) is None  # 10 of 1000 replaced: at most 1%
   assert documents.binary_kind(text, 11) == "undecodable"
+
+
+def test_check_split_names_the_splits_expected():
+  sources.check_split("validation", sources.SPLITS)
+  with pytest.raises(ValueError, match=r"unknown split 'dev'; expected one of \['a', 'b'\]"):
+    sources.check_split("dev", ("a", "b"))
+
+
+def _hand_fingerprint(parts, described):
+  """sha256 of the extra parts, then of "<path>\\0<size>\\0<mtime ns>\\0" per file."""
+  digest = hashlib.sha256()
+  for part in parts:
+    digest.update(part.encode() + b"\0")
+  for rel, what in described:
+    digest.update(f"{rel}\0{what}\0".encode())
+  return digest.hexdigest()[:16]
+
+
+def test_stat_fingerprint_hashes_paths_sizes_and_times(tmp_path):
+  write_tree(tmp_path, {"r": {"a.txt": b"one\n", "b.txt": b"two!\n"}})
+  rels = ["r/a.txt", "r/b.txt"]
+  os.utime(tmp_path / "r/a.txt", ns=(1, 1_000_000_000))
+  os.utime(tmp_path / "r/b.txt", ns=(1, 2_000_000_007))
+  fingerprint = sources.stat_fingerprint(tmp_path, rels, "task", "train")
+  assert fingerprint == _hand_fingerprint(
+      ["task", "train"], [("r/a.txt", "4\x001000000000"), ("r/b.txt", "5\x002000000007")])
+  assert sources.stat_fingerprint(tmp_path, rels[::-1], "task", "train") != fingerprint
+  assert sources.stat_fingerprint(tmp_path, rels, "task", "test") != fingerprint
+  os.utime(tmp_path / "r/b.txt", ns=(1, 2_000_000_008))  # only the time changes
+  assert sources.stat_fingerprint(tmp_path, rels, "task", "train") != fingerprint
+
+
+def test_stat_fingerprint_of_an_unreadable_file_is_its_error_number(tmp_path):
+  (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+  assert sources.stat_fingerprint(tmp_path, ["dangling"]) == _hand_fingerprint(
+      [], [("dangling", f"unreadable {errno.ENOENT}")])

@@ -7,6 +7,7 @@ import tensorflow as tf
 from memorizing_jax.data import pg19
 from memorizing_jax.data import tasks
 from memorizing_jax.data import vocab
+from memorizing_jax.data.documents import Document
 
 BOOKS = {  # split: {book id: text}
     "train": {11: "  The first book.\n\nIt has two paragraphs. \u00e9\u00e8\n",
@@ -185,3 +186,35 @@ def test_pg19_errors_name_what_is_missing(tmp_path):
     pg19.prepare_pg19(tmp_path / "copy", tmp_path)
   with pytest.raises(FileNotFoundError, match="PG-19 copy not found"):
     pg19.prepare_pg19(tmp_path / "nowhere", tmp_path)
+
+
+class _ListReader:
+  """A reader of documents held in a dict {split: [(name, text)]}."""
+
+  def __init__(self, documents, min_tokens=0):
+    self.splits = tuple(documents)
+    self._documents = documents
+    self.min_tokens = min_tokens
+
+  def documents(self, split, data_dir=None, report=None, *, keep_binary_files=False):
+    del data_dir, report, keep_binary_files
+    return iter([Document(name, text) for name, text in self._documents[split]])
+
+
+def test_register_task_tokenises_the_readers_documents_and_replaces_the_old_task():
+  first = _ListReader({"train": [("x", "old")]})
+  tasks.register_task("list_reader_task", first)
+  reader = _ListReader({"train": [("a", "hé\n"), ("short", "ab"), ("b", "three")],
+                        "test": []}, min_tokens=4)  # "ab" and its EOS: 3 tokens
+  try:
+    task = tasks.register_task("list_reader_task", reader)
+    assert seqio.get_mixture_or_task("list_reader_task") is task
+    assert task.source.reader is reader and task.source.splits == ("train", "test")
+    examples = list(task.get_dataset(sequence_length=None, split="train",
+                                     shuffle=False).as_numpy_iterator())
+  finally:
+    seqio.TaskRegistry.remove("list_reader_task")
+  # Byte ids are the UTF-8 bytes + 3, then EOS (1).
+  assert [(e["name"].decode(), e["targets"].tolist()) for e in examples] == [
+      ("a", [ord("h") + 3, 0xC3 + 3, 0xA9 + 3, ord("\n") + 3, 1]),
+      ("b", [c + 3 for c in b"three"] + [1])]

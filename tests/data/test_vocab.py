@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
+from memorizing_jax.data import data_dir as data_dir_lib
 from memorizing_jax.data import vocab
 
 CODE = ("def f(x):\n\tif x:\n\t\treturn {'é': 'Grüße', '€': '日本語', 'emoji': '😀'}\n"
@@ -100,3 +101,40 @@ def test_training_is_deterministic():
   """Hosts that train the same vocabulary independently must get the same model."""
   lines = [f"def function_{i}(x):\n\treturn x * {i}  # é" for i in range(300)]
   assert vocab.train_sentencepiece(lines, 400) == vocab.train_sentencepiece(lines, 400)
+
+
+def test_load_sentencepiece_of_a_local_model(tiny_sentencepiece, tmp_path):
+  path = tmp_path / "copy.model"
+  path.write_bytes(tiny_sentencepiece.sp_model)
+  loaded = vocab.load_sentencepiece(path)
+  assert isinstance(loaded, seqio.SentencePieceVocabulary)
+  assert loaded.sentencepiece_model_file == str(path)
+  assert loaded.sp_model == tiny_sentencepiece.sp_model
+  assert loaded.encode(CODE) == tiny_sentencepiece.encode(CODE)
+
+
+def test_load_sentencepiece_of_a_remote_model_reads_a_local_copy_with_its_sidecar(
+    tiny_sentencepiece, local_gcs, tmp_path, monkeypatch):
+  monkeypatch.setenv(data_dir_lib.LOCAL_COPIES_ENV, str(tmp_path / "copies"))
+  sidecar = pathlib.Path(tiny_sentencepiece.sentencepiece_model_file).with_suffix(".json")
+  (local_gcs / "bucket").mkdir()
+  (local_gcs / "bucket" / "sp.model").write_bytes(tiny_sentencepiece.sp_model)
+  (local_gcs / "bucket" / "sp.json").write_bytes(sidecar.read_bytes())
+  loaded = vocab.load_sentencepiece("gs://bucket/sp.model")
+  assert loaded.sentencepiece_model_file == str(tmp_path / "copies/gs/bucket/sp.model")
+  assert loaded.sp_model == tiny_sentencepiece.sp_model
+  assert (tmp_path / "copies/gs/bucket/sp.json").read_bytes() == sidecar.read_bytes()
+  assert vocab.sentencepiece_metadata(loaded) == json.loads(sidecar.read_text())
+
+
+def test_sentencepiece_metadata_is_the_sidecar_of_a_locally_trained_model(tiny_sentencepiece,
+                                                                        tiny_task, tmp_path):
+  sidecar = pathlib.Path(tiny_sentencepiece.sentencepiece_model_file).with_suffix(".json")
+  metadata = vocab.sentencepiece_metadata(tiny_sentencepiece)
+  assert metadata == json.loads(sidecar.read_text())
+  assert metadata["task"] == tiny_task and metadata["size"] == 400
+  assert metadata["sample_bytes"] == 100_000 and metadata["seed"] == 0
+  # Without a sidecar (a model trained elsewhere), and for bytes: nothing known.
+  (tmp_path / "bare.model").write_bytes(tiny_sentencepiece.sp_model)
+  assert vocab.sentencepiece_metadata(vocab.load_sentencepiece(tmp_path / "bare.model")) is None
+  assert vocab.sentencepiece_metadata(vocab.byte_vocabulary()) is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memorizing_jax import memory
-from memorizing_jax.memory import binning
+from memorizing_jax.memory import binning, lookup_lib
 from memory_reference import brute_force_top_k, jit_lookup, recall
 
 
@@ -278,3 +278,109 @@ def test_ties_give_k_distinct_entries_with_the_tied_score(method):
   assert np.asarray(result.valid).all()
   for positions in np.asarray(result.positions).reshape(-1, 16):
     assert len(set(positions)) == 16 and positions.max() < 100
+
+
+def test_check_lookup_args_accepts_what_lookup_serves_and_names_the_fix_otherwise():
+  zeros = lambda *shape: np.zeros(shape, np.float32)  # numpy: nothing to compile
+  state = memory.MemoryState(keys=zeros(2, 3, 16, 4), values=zeros(2, 3, 16, 4),
+                             count=np.zeros(2, np.int32), positions=np.zeros((2, 16), np.int32))
+  queries = zeros(2, 3, 5, 4)
+  assert lookup_lib.check_lookup_args(state, queries, 16, "approx", 1.0) is None
+  with pytest.raises(ValueError, match=r"memory values \(2, 3, 16, 8\) must match keys"):
+    lookup_lib.check_lookup_args(state.replace(values=zeros(2, 3, 16, 8)), queries, 2, "exact",
+                                 0.95)
+  with pytest.raises(ValueError, match="memory keys must be floating point"):
+    lookup_lib.check_lookup_args(state.replace(keys=state.keys.astype(np.int32),
+                                               values=state.keys.astype(np.int32)),
+                                 queries, 2, "exact", 0.95)
+  with pytest.raises(ValueError, match="queries must be"):
+    lookup_lib.check_lookup_args(state, queries[0], 2, "exact", 0.95)
+  with pytest.raises(ValueError, match="recall_target"):
+    lookup_lib.check_lookup_args(state, queries, 2, "approx", 0.0)
+  with pytest.raises(ValueError, match="k=17 exceeds"):
+    lookup_lib.check_lookup_args(state, queries, 17, "exact", 0.95)
+  with pytest.raises(ValueError, match="positive int"):
+    lookup_lib.check_lookup_args(state, queries, 2.0, "exact", 0.95)
+
+
+# select_slots compiled whole, its options static.
+jit_select_slots = jax.jit(lookup_lib.select_slots, static_argnums=3,
+                           static_argnames=("method", "recall_target", "bins", "block"))
+
+
+@pytest.mark.parametrize("bins", [None, 8])  # one slot per bin; 4 members per bin
+def test_select_slots_are_the_brute_force_top_k_of_the_valid_slots(bins):
+  rng = np.random.default_rng(6)
+  keys = rng.normal(size=(2, 3, 32, 4)).astype(np.float32)
+  queries = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+  num_valid = np.array([32, 9], np.int32)
+  ids, scores = jit_select_slots(keys, num_valid, queries, 6, method="exact",
+                                 recall_target=0.95, bins=bins)
+  assert ids.shape == scores.shape == (2, 3, 5, 6) and ids.dtype == jnp.int32
+  true_scores, true_slots, _ = brute_force_top_k(queries, keys, num_valid, 6)
+  np.testing.assert_array_equal(ids, true_slots)  # no row has fewer than 6 entries
+  np.testing.assert_allclose(scores, true_scores, rtol=1e-5, atol=1e-5)
+  assert (np.asarray(ids)[1] < 9).all()
+
+
+def test_scores_with_gradient_passes_scores_and_differentiates_as_q_dot_key():
+  rng = np.random.default_rng(7)
+  queries = rng.normal(size=(1, 2, 3, 4)).astype(np.float32)
+  top_keys = rng.normal(size=(1, 2, 3, 5, 4)).astype(np.float32)
+  scores = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)  # any scores: passed through
+  weights = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)
+  out = jax.jit(lookup_lib.scores_with_gradient)(queries, top_keys, scores)
+  np.testing.assert_array_equal(out, scores)
+  grads = jax.jit(jax.grad(
+      lambda q, k, s: jnp.sum(weights * lookup_lib.scores_with_gradient(q, k, s)),
+      argnums=(0, 1, 2)))(queries, top_keys, scores)
+  # d/dq sum_k w_k (q . key_k) = sum_k w_k key_k; nothing reaches the keys or the scores.
+  np.testing.assert_allclose(grads[0], np.einsum("bhqk,bhqkd->bhqd", weights, top_keys),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(grads[1], 0.0)
+  np.testing.assert_array_equal(grads[2], 0.0)
+  # bfloat16 queries get a bfloat16 gradient.
+  half = jax.eval_shape(jax.grad(
+      lambda q: lookup_lib.scores_with_gradient(q, top_keys, scores).sum()),
+      jax.ShapeDtypeStruct(queries.shape, jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+
+
+def test_take_rows_indexes_each_memory_from_first_memory_on():
+  rng = np.random.default_rng(8)
+  table = rng.normal(size=(5, 6, 3)).astype(np.float32)  # 5 memories of 6 slots
+  slot_ids = rng.integers(0, 6, size=(3, 2, 4)).astype(np.int32)  # memories 2, 3, 4
+  got = jax.jit(lookup_lib.take_rows, static_argnums=2)(table, slot_ids, 2)
+  want = np.stack([table[2 + m][slot_ids[m]] for m in range(3)])
+  np.testing.assert_array_equal(got, want)
+  positions = np.arange(12, dtype=np.int32).reshape(2, 6)  # a table without trailing axes
+  np.testing.assert_array_equal(jax.jit(lookup_lib.take_rows)(positions, slot_ids[:2, 0]),
+                                [positions[0][slot_ids[0, 0]], positions[1][slot_ids[1, 0]]])
+
+
+def test_gather_result_takes_the_selected_entries_and_marks_the_invalid_ones():
+  rng = np.random.default_rng(9)
+  b, h, slots, d, k = 2, 2, 8, 3, 4
+  keys = rng.normal(size=(b, h, slots, d)).astype(np.float32)
+  values = rng.normal(size=(b, h, slots, d)).astype(np.float32)
+  positions = rng.integers(0, 100, size=(b, slots)).astype(np.int32)
+  queries = rng.normal(size=(b, h, 1, d)).astype(np.float32)
+  num_valid = np.array([8, 2], np.int32)
+  slot_ids = rng.permuted(np.broadcast_to(np.arange(slots), (b, h, 1, slots)),
+                          axis=-1)[..., :k].astype(np.int32)
+  scores = rng.normal(size=(b, h, 1, k)).astype(np.float32)
+  result = jax.jit(lookup_lib.gather_result)(keys, values, positions, num_valid, queries,
+                                             slot_ids, scores)
+  assert isinstance(result, memory.LookupResult)
+  rows = np.arange(b)[:, None, None, None]
+  heads = np.arange(h)[None, :, None, None]
+  np.testing.assert_array_equal(result.keys, keys[rows, heads, slot_ids])
+  np.testing.assert_array_equal(result.values, values[rows, heads, slot_ids])
+  np.testing.assert_array_equal(result.positions, positions[np.arange(b)[:, None, None, None],
+                                                            slot_ids])
+  valid = slot_ids < num_valid[:, None, None, None]
+  np.testing.assert_array_equal(result.valid, valid)
+  np.testing.assert_array_equal(result.slots, slot_ids)
+  np.testing.assert_array_equal(result.scores, np.where(valid, scores, memory.NEG_INF))
+  assert jax.eval_shape(lookup_lib.gather_result, keys, values, None, num_valid, queries,
+                        slot_ids, scores).positions is None

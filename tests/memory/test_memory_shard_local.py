@@ -180,6 +180,7 @@ def test_without_a_mesh_the_placement_is_ignored(inputs):
   state, (queries, keys, values), scale = inputs
   got, new_state = memory.retrieve_then_write(state, queries, keys, values, K, scale,
                                               placement=P("data", "model", "memory"))
+  assert isinstance(got, memory.Retrieval)
   out, _, _, want_state = reference(state, queries, keys, values, scale)
   np.testing.assert_allclose(np.asarray(got.out), out, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(new_state.keys), np.asarray(want_state.keys))

@@ -5,6 +5,7 @@ import numpy as np
 
 from memorizing_jax.model import MemorizingTransformer, ModelConfig, init_params, init_state
 from memorizing_jax.model import decoding
+from memorizing_jax.model.state import SegmentCache
 
 TINY = dict(vocab_size=64, num_layers=3, d_model=32, num_heads=2, head_dim=16, mlp_dim=64,
             segment_length=8, knn_layers=(1,), knn_k=4, memory_slots=16,
@@ -29,6 +30,8 @@ def _decoded(model, params, tokens, config, chunks):
   batch, n = tokens.shape
   state = init_state(config, batch)
   segments = decoding.init_segment_cache(config, batch)
+  assert len(segments) == config.num_layers
+  assert all(isinstance(cache, SegmentCache) for cache in segments)
   step = jax.jit(lambda p, t, st, sg: decoding.decode(model, p, t, st, sg))
   complete = jax.jit(lambda st, sg: decoding.complete_segment(config, st, sg))
   outputs, read, position, i = [], 0, 0, 0

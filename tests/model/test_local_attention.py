@@ -1,4 +1,8 @@
-"""`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents."""
+"""`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents; and
+`SelfAttention` over [XL cache; segment] against a per-token numpy attention."""
+import math
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +10,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from memorizing_jax.model import axes
-from memorizing_jax.model.local_attention import add_to_rows
+from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.model.local_attention import SelfAttention, add_to_rows
+from memorizing_jax.model.state import XLCache
 
 
 def weighted_sum_and_grads(x, shared, weights):
@@ -40,3 +46,69 @@ def test_rows_split_over_the_mesh_sum_across_devices():
           jax.device_put(x, rows), shared, jax.device_put(weights, rows))
   np.testing.assert_allclose(grads[1], weights.sum(axis=0, keepdims=True), rtol=1e-5,
                              atol=1e-6)
+
+
+# One layer without memory: 2 heads of 3, segments of 4 tokens, the XL cache 4 long.
+ATTENTION_CONFIG = ModelConfig(vocab_size=8, num_layers=1, d_model=6, num_heads=2, head_dim=3,
+                               mlp_dim=4, segment_length=4, knn_layers=(), normalize_qk=True,
+                               relative_position_buckets=8, relative_position_max_distance=20)
+
+
+def t5_bucket(distance, num_buckets=8, max_distance=20):
+  exact = num_buckets // 2
+  if distance < exact:
+    return max(distance, 0)
+  return min(exact + int(math.log(distance / exact) / math.log(max_distance / exact)
+                         * (num_buckets - exact)), num_buckets - 1)
+
+
+def numpy_self_attention(params, x, cache_keys, cache_values, cache_valid, start):
+  """([batch, length, embed] float64, keys, values): each token's normalised query
+  attends to the valid cache entries (positions -4..-1) and the segment's normalised
+  keys up to its own."""
+  f64 = lambda a: np.asarray(a, np.float64)
+  q, k, v = (np.einsum("ble,ehd->bhld", f64(x), f64(params[n]["kernel"]))
+             for n in ("query", "key", "value"))
+  unit = lambda a: a / np.sqrt((a * a).sum(-1, keepdims=True) + 1e-6)
+  q, k = unit(q), unit(k)
+  scale = f64(params["temperature"])
+  table = f64(params["relative_position_bias"]["rel_embedding"])
+  batch, length = x.shape[:2]
+  heads = np.zeros((batch, 2, length, 3))
+  for b in range(batch):
+    keys = np.concatenate([f64(cache_keys[b]), k[b]], axis=1)  # [heads, 8, d]
+    values = np.concatenate([f64(cache_values[b]), v[b]], axis=1)
+    valid = np.concatenate([cache_valid[b] & ~start[b], np.ones(length, bool)])
+    for h in range(2):
+      for t in range(length):
+        seen = [j for j in range(8) if valid[j] and j - 4 <= t]
+        scores = np.array([scale[h] * q[b, h, t] @ keys[h, j] + table[t5_bucket(t - (j - 4)), h]
+                           for j in seen])
+        weights = np.exp(scores - scores.max())
+        heads[b, h, t] = (weights / weights.sum()) @ values[h, seen]
+  return np.einsum("bhld,hde->ble", heads, f64(params["out"]["kernel"])), k, v
+
+
+def test_self_attention_attends_to_the_xl_cache_and_the_causal_segment():
+  """Normalised queries and keys with a temperature per head (as in kNN layers); row 1
+  begins a document, so its cache is not read. (Decoding through a `SegmentCache` is
+  checked against the full pass at the model's level, in test_decoding.py.)"""
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  x = normal(2, 4, 6)
+  cache = XLCache(keys=normal(2, 2, 4, 3), values=normal(2, 2, 4, 3),
+                  valid=np.array([[False, True, True, True], [True] * 4]))
+  start = np.array([False, True])
+  layer = SelfAttention(ATTENTION_CONFIG)
+  shapes = nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x, cache, None, start))
+  params = jax.tree.map(lambda s: normal(*s.shape), shapes["params"])
+  params["temperature"] = np.array([1.5, 3.0], np.float32)
+  out, new_cache, new_memory = jax.jit(layer.apply)({"params": params}, x, cache, None, start)
+  want, keys, values = numpy_self_attention(params, x, cache.keys, cache.values, cache.valid,
+                                            start)
+  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+  assert new_memory is None
+  # The new cache: the segment's (normalised) keys and values, all valid.
+  np.testing.assert_allclose(new_cache.keys, keys, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_cache.values, values, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(new_cache.valid, True)

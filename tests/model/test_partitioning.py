@@ -149,3 +149,21 @@ def test_params_created_sharded_or_from_more_rows_equal_those_created_on_one_dev
     np.testing.assert_array_equal(np.asarray(unboxed), np.asarray(want))
   for got, want in zip(jax.tree.leaves(two_rows), jax.tree.leaves(single)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_logical_to_shardings_maps_names_by_the_rules_onto_the_mesh_axes_it_has():
+  tree = {"rows_heads": P("batch", "heads"), "slots": P("memory_slots", "kv"), "scalar": P()}
+  mesh = mesh_of((4, 2))  # no `memory` axis: the slots' rule maps them to None
+  got = partitioning.logical_to_shardings(tree, mesh)
+  assert {k: s.spec for k, s in got.items()} == {
+      "rows_heads": P("data", "model"), "slots": P(None, None), "scalar": P()}
+  assert all(s.mesh == mesh for s in got.values())
+  assert got["rows_heads"].shard_shape((8, 6)) == (2, 3)
+  # A rule naming several mesh axes keeps those the mesh has.
+  rules = (("batch", ("data", "memory")), ("heads", "model"), ("memory_slots", "memory"))
+  assert partitioning.logical_to_shardings(tree, mesh, rules)["rows_heads"].spec == P(
+      "data", "model")
+  on_three = partitioning.logical_to_shardings(tree, mesh_of((2, 2, 2)), rules)
+  assert on_three["rows_heads"].spec == P(("data", "memory"), "model")
+  assert on_three["rows_heads"].shard_shape((8, 6)) == (2, 3)
+  assert on_three["slots"].spec == P("memory", None)

@@ -60,6 +60,7 @@ def test_diagnostics_are_the_sown_collection(tiny):
   state = M.init_state(tiny.config, 2)
   scores = scoring.score_segment(tiny.model, tiny.params, state, inputs, targets, sos,
                                  diagnostics=True)
+  assert isinstance(scores, scoring.SegmentScores)
   _, variables = tiny.apply_with_diagnostics(tiny.params, inputs, state, sos)
   want = M.sown_by_layer(variables[M.DIAGNOSTICS])
   got = M.sown_by_layer(scores.diagnostics)

@@ -1,12 +1,15 @@
 """Compiling the training step for a real TPU topology on this CPU host (libtpu, no TPU).
 
-Small configs here; the paper's configs are in benchmarks/tpu_compile.py.
+Small configs here; the paper's configs are in benchmarks/tpu_compile.py. What a compiled
+step costs (`StepCost`) is read the same way off a small program compiled for the CPU.
 """
 import dataclasses
 import json
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from memorizing_jax import compile as compile_lib
@@ -14,7 +17,9 @@ from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import aot, chips, loop, optimizer, partitioner
 
-pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
+
+def _needs_libtpu():
+  pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
 
 TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
 BATCH = 8
@@ -27,6 +32,7 @@ MODEL = ModelConfig(vocab_size=256, num_layers=2, d_model=128, num_heads=2, head
 
 @pytest.fixture(scope="module")
 def devices():
+  _needs_libtpu()
   return aot.topology_devices(TOPOLOGY)
 
 
@@ -110,6 +116,7 @@ def test_reference_step_gives_the_ratio_to_xl(devices):
 
 
 def test_compile_command_prints_the_report(tmp_path):
+  _needs_libtpu()
   out = tmp_path / "report.json"
   done = subprocess.run(
       [sys.executable, "-m", "memorizing_jax.compile", "--gin_file=gin/quickstart.gin",
@@ -144,3 +151,39 @@ def test_a_memory_split_over_the_memory_axis_compiles_for_tpu(devices):
   assert memory_per_chip <= added <= 1.01 * memory_per_chip
   exchanged = train.collectives["total"] - xl.collectives["total"]
   assert 0 < exchanged < 0.1 * memory_per_chip * 4
+
+
+def test_lower_train_step_takes_the_state_and_a_batch_and_donates_the_state(compiled_steps):
+  run = compiled_steps[0]
+  lowered = aot.lower_train_step(run)  # lowered once already for the fixture's costs
+  (state, batch), kwargs = lowered.args_info
+  assert kwargs == {}
+  abstract = jax.tree.leaves(run.layout.abstract)
+  assert [(a.shape, a.dtype) for a in jax.tree.leaves(state)] == [(a.shape, a.dtype)
+                                                                   for a in abstract]
+  assert all(a.donated for a in jax.tree.leaves(state))
+  assert {k: (a.shape, a.dtype, a.donated) for k, a in batch.items()} == {
+      "inputs": ((BATCH, 16), jnp.int32, False), "targets": ((BATCH, 16), jnp.int32, False),
+      "loss_mask": ((BATCH, 16), jnp.float32, False),
+      "start_of_sequence": ((BATCH,), jnp.bool_, False)}
+  new_state, _ = lowered.out_info
+  assert [a.shape for a in jax.tree.leaves(new_state)] == [a.shape for a in abstract]
+
+
+def test_step_cost_of_a_program_compiled_for_the_cpu():
+  """[16, 8] @ [8, 4] and [16, 8] + 1, the [16, 8] argument donated to the sum."""
+  a = jax.ShapeDtypeStruct((16, 8), jnp.float32)
+  b = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+  program = jax.jit(lambda a, b: (a @ b, a + 1.0), donate_argnums=0).lower(a, b).compile()
+  cost = aot.StepCost.of(program, seconds=1.5)
+  assert cost.argument_bytes == (16 * 8 + 8 * 4) * 4
+  assert cost.output_bytes >= (16 * 4 + 16 * 8) * 4
+  assert cost.alias_bytes == 16 * 8 * 4  # the sum is written over the donated argument
+  assert cost.flops == 2 * 16 * 8 * 4 + 16 * 8
+  assert cost.bytes_accessed > 0 and cost.compile_seconds == 1.5
+  assert cost.collectives == {"total": 0} and not cost.approx_top_k
+  assert cost.cycles == 0  # only the TPU compiler writes cycle estimates
+  # Peak: arguments, temporaries, and the outputs that do not reuse an argument.
+  cost = dataclasses.replace(cost, argument_bytes=100, output_bytes=40, alias_bytes=30,
+                             temp_bytes=7)
+  assert cost.peak_bytes == 100 + 40 - 30 + 7

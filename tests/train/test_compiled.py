@@ -55,6 +55,8 @@ def test_collectives_of_hand_written_hlo():
   assert totals["total"] == 1024 + 1028 + 1024 + 1024 + 160
   loop = [c for c in compiled.collectives(HLO) if c.kind == "collective-permute"][0]
   assert loop.op_name == "jit(f)/while/body/ppermute"
+  assert loop == compiled.Collective("collective-permute", 32, 5, "jit(f)/while/body/ppermute")
+  assert loop.total_bytes == 5 * 32  # each of the loop's executions moves its bytes
 
 
 def test_estimated_cycles_count_each_execution():

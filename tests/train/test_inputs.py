@@ -78,3 +78,47 @@ def test_a_shard_position_saved_over_the_whole_split_starts_the_stream_again(
   got = next(resumed)
   for key in fresh:
     np.testing.assert_array_equal(got[key], fresh[key])
+
+
+class _ShardStream:
+  """A stand-in for one shard's `SegmentStream`: batch n of shard s holds 100 s + n."""
+
+  def __init__(self, shard, rows):
+    self.shard, self.rows, self.position = shard, rows, 0
+
+  def __next__(self):
+    value = 100 * self.shard + self.position
+    self.position += 1
+    return {"inputs": np.full((self.rows, 3), value), "start_of_sequence": np.zeros(self.rows)}
+
+  def state(self):
+    return {"position": self.position}
+
+  def restore(self, state):
+    self.position = state["position"]
+
+
+def test_a_process_stream_puts_its_shards_rows_side_by_side():
+  alone = inputs.ProcessStream({0: _ShardStream(0, rows=2)})
+  assert iter(alone) is alone
+  np.testing.assert_array_equal(next(alone)["inputs"], np.zeros((2, 3)))
+  stream = inputs.ProcessStream({3: _ShardStream(3, rows=2), 1: _ShardStream(1, rows=1)})
+  next(stream)
+  batch = next(stream)
+  np.testing.assert_array_equal(batch["inputs"][:, 0], [301, 301, 101])  # shard 3, then 1
+  assert batch["start_of_sequence"].shape == (3,)
+  assert stream.state() == {"3": {"position": 2}, "1": {"position": 2}}
+
+
+def test_a_process_stream_restores_each_shard_from_its_position(caplog):
+  stream = inputs.ProcessStream({0: _ShardStream(0, rows=1), 1: _ShardStream(1, rows=1)})
+  # Positions of every process's shards may come: each reads its own.
+  stream.restore({"0": {"position": 5}, "1": {"position": 7}, "2": {"position": 9}})
+  np.testing.assert_array_equal(next(stream)["inputs"][:, 0], [5, 107])
+  # A position saved when every process tokenised the whole split: started afresh.
+  fresh = inputs.ProcessStream({0: _ShardStream(0, rows=1), 1: _ShardStream(1, rows=1)})
+  with caplog.at_level(logging.WARNING):
+    fresh.restore({"0": {"position": 5, "process_count": 2, "tokens": 10},
+                   "1": {"position": 7, "process_count": 2, "tokens": 10}})
+  assert "starts again from its first document" in caplog.text
+  assert fresh.state() == {"0": {"position": 0}, "1": {"position": 0}}

@@ -1,5 +1,6 @@
 """The entry point: gin file lookup, every shipped gin file, and gin errors that say what
 is wrong."""
+import inspect
 import pathlib
 
 import gin
@@ -123,6 +124,30 @@ def test_bad_value_is_rejected_by_the_config_with_its_name():
 def test_missing_workdir_and_gin_file_are_usage_errors(tmp_path):
   with pytest.raises(main.ConfigError, match="no --gin_file"):
     main.run_training(str(tmp_path), [], [])
+
+
+def test_load_run_config_builds_every_argument_of_train(tmp_path):
+  """The configs `loop.train` takes besides workdir and gin_config, built from the files
+  and bindings (the bindings last); a file that binds nothing gives train's defaults."""
+  with pytest.raises(main.ConfigError, match=r"^no --gin_file given; start from "
+                                             r"--gin_file=gin/quickstart.gin$"):
+    main.load_run_config([], ["loop.TrainerConfig.total_steps = 7"])
+  arguments = main.load_run_config(["gin/quickstart.gin"],
+                                   ["loop.TrainerConfig.total_steps = 7",
+                                    "data_config.DataConfig.batch_size = 16"])
+  assert sorted(arguments) == ["data", "init_from", "mesh", "model", "optimizer", "trainer"]
+  assert arguments["trainer"].total_steps == 7 and arguments["trainer"].log_every == 25
+  assert arguments["data"].batch_size == 16 and arguments["data"].task == "python_stdlib"
+  assert arguments["model"].memory_slots == 1536  # memory/mem_1536.gin
+  assert arguments["optimizer"].schedule.warmup_steps == 50
+  assert arguments["init_from"] is None
+  gin.clear_config()
+  (tmp_path / "extra").mkdir()
+  (tmp_path / "extra" / "nothing.gin").write_text("# binds nothing\n")
+  defaults = main.load_run_config(["nothing.gin"], [], [str(tmp_path / "extra")])
+  assert defaults == {name: p.default for name, p in
+                      inspect.signature(loop.train).parameters.items()
+                      if name not in ("workdir", "gin_config")}
 
 
 def test_an_experiment_without_a_data_file_says_to_add_one():

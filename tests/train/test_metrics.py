@@ -3,6 +3,7 @@ utilisation) and values TensorBoard can store, whatever the loss."""
 import math
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -68,3 +69,18 @@ def test_a_failing_metrics_write_logs_and_the_next_one_lands(tmp_path, caplog):
   logger.write_train(4, {"loss": 2.0}, tokens_seen=8)
   logger.close()
   assert read_scalars(tmp_path / "train")["loss"] == {4: 2.0}
+
+
+def test_the_accumulator_keeps_an_interval_on_device_until_fetched():
+  accumulator = metrics.MetricsAccumulator()
+  assert len(accumulator) == 0
+  accumulator.add(7, {"loss_sum": jnp.float32(2.5), "tokens": jnp.float32(4.0)})
+  accumulator.add(8, {"loss_sum": jnp.float32(1.5), "tokens": jnp.float32(4.0)})
+  assert len(accumulator) == 2
+  first, per_step = accumulator.fetch()
+  assert first == 7  # the step counter before the interval's first update
+  assert per_step == [{"loss_sum": 2.5, "tokens": 4.0}, {"loss_sum": 1.5, "tokens": 4.0}]
+  assert all(isinstance(v, np.ndarray) for m in per_step for v in m.values())  # host copies
+  assert len(accumulator) == 0
+  accumulator.add(9, {"loss_sum": jnp.float32(1.0), "tokens": jnp.float32(4.0)})
+  assert accumulator.fetch()[0] == 9  # the next interval starts afresh

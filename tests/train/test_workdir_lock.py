@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
-from memorizing_jax.train import loop
+from memorizing_jax.train import loop, multihost
 from memorizing_jax.train.workdir_lock import LOCK_NAME, LockHolder, WorkdirLock, \
-    WorkdirLockedError
+    WorkdirLockedError, lock_workdir
 
 from conftest import entry_point_bindings, run_entry_point  # pylint: disable=g-bad-import-order
 
@@ -182,3 +183,29 @@ def test_a_gs_workdir_is_locked_through_etils(local_gcs):
   second.acquire()  # a stale lock of another host is taken over
   assert json.loads((local_gcs / "bucket" / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
   second.release()
+
+
+def test_lock_workdir_holds_the_lock_on_process_zero(tmp_path):
+  workdir = str(tmp_path / "run")
+  lock = lock_workdir(workdir, stale_after_s=600)
+  try:
+    assert isinstance(lock, WorkdirLock) and lock.holder.pid == os.getpid()
+    assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["token"] == lock.holder.token
+    with pytest.raises(WorkdirLockedError, match=rf"pid {os.getpid()}, started "):
+      lock_workdir(workdir, stale_after_s=600)
+  finally:
+    lock.release()
+  assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_lock_workdir_on_another_process_takes_nothing_and_shares_a_refusal(tmp_path,
+                                                                            monkeypatch):
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(multihost, "any_process", lambda failed: False)  # process 0 holds it
+  assert lock_workdir(str(tmp_path), stale_after_s=600) is None
+  assert not (tmp_path / LOCK_NAME).exists()
+  monkeypatch.setattr(multihost, "any_process", lambda failed: True)  # process 0 refused
+  with pytest.raises(WorkdirLockedError) as error:
+    lock_workdir(str(tmp_path), stale_after_s=600)
+  assert str(error.value) == (f"workdir {tmp_path} is in use by another training run "
+                              "(process 0's log names it)")
