@@ -56,6 +56,7 @@ from experiments.paper_study import evaluate as evaluate_lib  # noqa: E402  pyli
 from experiments.paper_study import plan  # noqa: E402  pylint: disable=g-import-not-at-top
 from experiments.paper_study import report  # noqa: E402  pylint: disable=g-import-not-at-top
 from experiments.paper_study.plan import RunSpec  # noqa: E402  pylint: disable=g-import-not-at-top
+from memorizing_jax.checkpointing import discovery  # noqa: E402  pylint: disable=g-import-not-at-top
 
 ROOT = plan.ROOT
 DEVICE = "CPU (2 shared cores), jax " + "{jax}"
@@ -129,9 +130,7 @@ def train(spec: RunSpec, runs_dir: str) -> dict:
 
 def latest_step(workdir: str) -> Optional[int]:
   """The newest checkpoint step in `workdir` (None if none)."""
-  folder = os.path.join(workdir, "checkpoints")
-  steps = [int(d) for d in os.listdir(folder) if d.isdigit()] if os.path.isdir(folder) else []
-  return max(steps, default=None)
+  return max(discovery.committed_steps(os.path.join(workdir, "checkpoints")), default=None)
 
 
 def evaluate(spec: RunSpec, runs_dir: str, step: Optional[int] = None) -> dict:
