@@ -10,8 +10,6 @@ import pytest
 import memorizing_jax as mj
 from memorizing_jax.data.stored_vocab import StoredVocabularyError
 
-from conftest import TINY_GIN  # pylint: disable=g-bad-import-order
-
 TASK = "inference_sentencepiece_corpus"
 TEXT = "def alpha(x):\n  return x + 1\ny = alpha(alpha(y))\n"
 
@@ -23,7 +21,7 @@ def _code_document(rng: random.Random, index: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def sentencepiece_run(tmp_path_factory):
+def sentencepiece_run(tmp_path_factory, tiny_gin):
   """(workdir, corpus folder, data dir) of a 6-step run with a 400-piece SentencePiece
   vocabulary trained on a folder corpus of 16 small documents."""
   import gin  # pylint: disable=g-import-not-at-top
@@ -36,7 +34,7 @@ def sentencepiece_run(tmp_path_factory):
     for i in range(count):
       (root / "corpus" / split / f"doc_{i:02d}.py").write_text(_code_document(rng, i))
   tasks.register_folder_task(TASK, "file", root=str(root / "corpus"))
-  gin_text = (TINY_GIN.replace("TASK = 'synthetic_recall'", f"TASK = '{TASK}'")
+  gin_text = (tiny_gin.replace("TASK = 'synthetic_recall'", f"TASK = '{TASK}'")
               .replace("VOCAB_SIZE = 264", "VOCAB_SIZE = 400")
               .replace("data_config.DataConfig.vocabulary = 'byte'",
                        "data_config.DataConfig.vocabulary = 'sentencepiece'\n"

@@ -1,14 +1,10 @@
 """The study's evaluation (`experiments.paper_study.evaluate.evaluate_run`) on the
-inference tests' tiny run: choosing a checkpoint, and the splits by position in the
+tests' shared tiny run (`trained_workdir`): choosing a checkpoint, and the splits by position in the
 document and by where copying would find a target."""
 import math
 import os
 
 import pytest
-
-# The inference tests' tiny trained run, a fixture of their conftest (imported here, not
-# in a conftest of this folder: their modules import `conftest` by that name).
-from tests.inference.conftest import trained_workdir  # noqa: F401  pylint: disable=unused-import
 
 
 def _configs(workdir):

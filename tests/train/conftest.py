@@ -123,30 +123,13 @@ def read_scalars(directory) -> dict:
   return out
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Runs of the same tiny config share compiled steps through JAX's persistent cache."""
-  import jax  # pylint: disable=g-import-not-at-top
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  yield
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-
-
 @pytest.fixture
 def github_corpus(corpus, monkeypatch, tmp_path_factory):
   """The test corpus as the built-in `github` task, for this process and subprocesses."""
-  import jax  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   root = tasks.get_reader(corpus[0]).root
   monkeypatch.setenv("MEMORIZING_JAX_GITHUB_DIR", str(root))
   monkeypatch.setenv("MEMORIZING_JAX_DATA_DIR", str(tmp_path_factory.mktemp("github_data")))
-  # Subprocesses share the session's compilation cache.
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 def run_entry_point(argv: list) -> int:

@@ -9,6 +9,10 @@ the same and so must be the losses. The runs hand checkpoints to each other, so
 the same tests show restores across topologies: 1 process -> 2 processes
 (the 2-process run starts from the 1-process run's step-2 checkpoint) and
 2 processes -> 1 process (the 1-process run resumes the 2-process step-4 one).
+
+The agreement helpers the loop and the data use (`any_process`, `largest_on_any_process`,
+`on_process_zero`) are also checked alone: one process, and several with the gather
+simulated.
 """
 import json
 import os
@@ -21,9 +25,12 @@ import sys
 import time
 
 import gin
+import jax
+import numpy as np
 import pytest
 
 from memorizing_jax import main
+from memorizing_jax.train import multihost
 
 from conftest import entry_point_bindings, read_scalars  # pylint: disable=g-bad-import-order
 
@@ -40,15 +47,11 @@ def _bindings(total_steps, stop_check_every=10):
 
 @pytest.fixture(scope="module")
 def github_env(corpus, tmp_path_factory):
-  """The test corpus as the `github` task, here and in subprocesses, with the session's
-  compilation cache."""
-  import jax  # pylint: disable=g-import-not-at-top
+  """The test corpus as the `github` task, here and in subprocesses."""
   from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("MEMORIZING_JAX_GITHUB_DIR", str(tasks.get_reader(corpus[0]).root))
     patch.setenv("MEMORIZING_JAX_DATA_DIR", str(tmp_path_factory.mktemp("multihost_data")))
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     yield
 
 
@@ -153,3 +156,47 @@ def test_one_process_resumes_a_two_process_checkpoint(one_process, two_processes
   assert sorted(resumed.train_losses) == [5, 6]
   for step in (5, 6):
     assert resumed.train_losses[step] == pytest.approx(expected[step], rel=2e-5), step
+
+
+def test_one_process_agrees_with_itself():
+  assert multihost.any_process(np.bool_(True)) is True
+  assert multihost.any_process(False) is False
+  largest = multihost.largest_on_any_process(np.int64(5))
+  assert largest == 5 and type(largest) is int  # pylint: disable=unidiomatic-typecheck
+  assert multihost.on_process_zero(lambda: 42, RuntimeError("elsewhere")) == 42
+  with pytest.raises(ValueError, match="its own error"):
+    multihost.on_process_zero(lambda: int("its own error"), RuntimeError("elsewhere"))
+
+
+def _as_process(monkeypatch, index, others):
+  """This process as process `index` of 1 + len(others), the others contributing the
+  values `others` to every gather (the collectives' exchange, simulated)."""
+  monkeypatch.setattr(jax, "process_count", lambda: 1 + len(others))
+  monkeypatch.setattr(jax, "process_index", lambda: index)
+  monkeypatch.setattr(multihost.multihost_utils, "process_allgather", lambda x: np.stack(
+      [np.asarray(x)] + [np.full_like(np.asarray(x), v) for v in others]))
+
+
+def test_several_processes_agree_on_any_flag_and_the_largest_value(monkeypatch):
+  _as_process(monkeypatch, 0, others=[0, 1])
+  assert multihost.any_process(False) is True  # process 2 says yes
+  _as_process(monkeypatch, 0, others=[0, 0])
+  assert multihost.any_process(False) is False and multihost.any_process(True) is True
+  _as_process(monkeypatch, 1, others=[7, 2])
+  assert multihost.largest_on_any_process(3) == 7
+  assert multihost.largest_on_any_process(9) == 9
+
+
+def test_on_process_zero_runs_there_only_and_fails_everywhere_together(monkeypatch):
+  called = []
+  elsewhere = RuntimeError("process 0 failed")
+  _as_process(monkeypatch, 1, others=[0])  # process 1; process 0 succeeded
+  assert multihost.on_process_zero(lambda: called.append(1), elsewhere) is None
+  assert called == []
+  _as_process(monkeypatch, 1, others=[1])  # process 0 failed
+  with pytest.raises(RuntimeError) as error:
+    multihost.on_process_zero(lambda: called.append(1), elsewhere)
+  assert error.value is elsewhere and called == []
+  _as_process(monkeypatch, 0, others=[0])  # process 0 fails: it raises its own error
+  with pytest.raises(KeyError, match="mine"):
+    multihost.on_process_zero(lambda: {}["mine"], elsewhere)
