@@ -7,7 +7,7 @@ import pytest
 
 from memorizing_jax.train import checkpoints, loop
 
-from conftest import read_scalars  # pylint: disable=g-bad-import-order
+from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from memorizing_jax.train import metrics
 
-from conftest import read_scalars  # pylint: disable=g-bad-import-order
+from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 
 @pytest.mark.parametrize("peak", [2e12, None])

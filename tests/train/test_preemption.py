@@ -14,7 +14,8 @@ import pytest
 
 from memorizing_jax import main
 
-from conftest import entry_point_bindings, read_scalars  # pylint: disable=g-bad-import-order
+from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 
 def _bindings(total_steps, checkpoint_every):

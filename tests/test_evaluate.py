@@ -1,7 +1,6 @@
 """`python -m memorizing_jax.evaluate` on the shared tiny run (trained on a 4 x 2 mesh):
 its figures against the notebook API's scores, its files, its memory-size override and
-its errors; and the pieces it is made of (`checkpoint_evaluation.EvaluationConfig`,
-`evaluation_output`) on hand-made input."""
+its errors."""
 import json
 import math
 import os
@@ -15,8 +14,8 @@ import pytest
 
 import memorizing_jax as mj
 from memorizing_jax import evaluate as evaluate_command
-from memorizing_jax import evaluation_output
-from memorizing_jax.checkpoint_evaluation import EvaluationConfig, evaluate_checkpoint
+
+from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 
 def run_command(argv, capsys):
@@ -28,18 +27,6 @@ def run_command(argv, capsys):
     evaluate_command.FLAGS.unparse_flags()
   out, err = capsys.readouterr()
   return status, out, err
-
-
-def read_scalars(directory):
-  """{tag: {step: value}} of the TensorBoard event files in `directory`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  out = {}
-  for name in sorted(os.listdir(directory)):
-    if name.startswith("events.out.tfevents."):
-      for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
-        for value in event.summary.value:
-          out.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -183,75 +170,3 @@ def test_python_dash_m_entry_point(workdir, tmp_path):
   assert result["evaluation"]["mesh"] == {"data": 2, "model": 2, "memory": 2}
   assert result["tokens"] == 8 * 16 and result["step"] == 6
   assert "perplexity" in done.stdout.splitlines()[1]
-
-
-@pytest.mark.parametrize("fields, message", [
-    (dict(step=-1), r"^step must be >= 0, got -1$"),
-    (dict(memory_slots=0), r"^memory_slots must be positive, got 0$"),
-    (dict(batch_size=-2), r"^batch_size must be positive, got -2$"),
-    (dict(max_batches=0), r"^max_batches must be positive, got 0$"),
-    (dict(position_edges=(8, 4)), r"^position_edges must be increasing and positive, "
-                                  r"got \(8, 4\)$"),
-    (dict(position_edges=(4, 4)), r"^position_edges must be increasing"),
-    (dict(position_edges=(0, 4)), r"^position_edges must be increasing and positive"),
-    (dict(gain_edges=(0.1, -0.1)), r"^gain_edges must be increasing, got \(0.1, -0.1\)$"),
-    (dict(copy_edges=(-3,)), r"^copy_edges must be increasing and positive, got \(-3,\)$"),
-    (dict(copy_context=0), r"^copy_context must be positive, got 0$"),
-])
-def test_evaluation_config_rejects_values_that_do_not_fit(fields, message):
-  with pytest.raises(ValueError, match=message):
-    EvaluationConfig(**fields)
-
-
-def test_evaluation_config_accepts_the_edge_values():
-  config = EvaluationConfig(step=0, memory_slots=1, batch_size=1, max_batches=1,
-                            position_edges=(), gain_edges=(-2.0, 0.0), copy_edges=(1, 5),
-                            copy_context=1)
-  assert config.position_edges == () and config.gain_edges == (-2.0, 0.0)
-  assert EvaluationConfig().position_edges is None  # the model's local context, then more
-  with pytest.raises(AttributeError):
-    config.step = 3  # frozen
-
-
-def test_evaluate_checkpoint_of_a_workdir_without_checkpoints_raises(tmp_path):
-  absent = tmp_path / "absent"
-  with pytest.raises(mj.inference.NoCheckpointError, match="no checkpoint in"):
-    evaluate_checkpoint(str(absent), EvaluationConfig(max_batches=1))
-  assert not absent.exists()
-
-
-@pytest.mark.parametrize("workdir", ["/runs/a", "/runs/a/", "/runs/a/checkpoints",
-                                     "/runs/a/checkpoints/"])
-def test_default_paths_are_under_the_runs_eval_folder(workdir):
-  result = {"step": 300, "evaluation": {"workdir": workdir, "name": "pg19-test-mem16"}}
-  assert evaluation_output.default_paths(result) == (
-      "/runs/a/eval/pg19-test-mem16/step_300.json", "/runs/a/eval/pg19-test-mem16")
-
-
-def _hand_result():
-  """A result as `evaluate_checkpoint` gives it: loss 1.5 over 10 tokens, 2 buckets of
-  which the second is empty."""
-  return {"step": 6, "loss": 1.5, "perplexity": math.exp(1.5),
-          "bits_per_token": 1.5 / math.log(2), "accuracy": 0.25, "tokens": 10,
-          "by_position": [{"start": 0, "end": 32, "tokens": 10, "perplexity": 4.5},
-                          {"start": 32, "end": None, "tokens": 0, "perplexity": None}],
-          "evaluation": {"workdir": "/runs/a", "name": "validation"}}
-
-
-def test_write_outputs_writes_the_json_and_the_scalars_at_the_step(tmp_path):
-  result = _hand_result()
-  json_path, events = tmp_path / "new" / "folder" / "step_6.json", tmp_path / "events"
-  evaluation_output.write_outputs(result, str(json_path), str(events))
-  assert json.loads(json_path.read_text()) == result
-  assert json_path.read_text().startswith("{\n")  # indented, for people
-  scalars = read_scalars(events)
-  expected = {"loss": 1.5, "perplexity": math.exp(1.5), "bits_per_token": 1.5 / math.log(2),
-              "accuracy": 0.25, "tokens": 10.0, "by_position/perplexity/0_to_32": 4.5,
-              "by_position/tokens/0_to_32": 10.0}  # the empty bucket is left out
-  assert scalars == {tag: {6: pytest.approx(value, rel=1e-6)}
-                     for tag, value in expected.items()}
-
-
-def test_write_outputs_without_an_events_folder_writes_the_json_alone(tmp_path):
-  evaluation_output.write_outputs(_hand_result(), str(tmp_path / "r.json"), None)
-  assert os.listdir(tmp_path) == ["r.json"]
