@@ -1,5 +1,5 @@
 """`checkpoint_evaluation`: the settings it checks, and a workdir with nothing to score.
-(Its scoring itself is tested through the command, in test_evaluate.py.)"""
+(Its scoring itself is tested through the command, in test_evaluate_command.py.)"""
 import pytest
 
 import memorizing_jax as mj
