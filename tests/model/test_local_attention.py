@@ -1,6 +1,5 @@
 """`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents; and
 `SelfAttention` over [XL cache; segment] against a per-token numpy attention."""
-import math
 
 import flax.linen as nn
 import jax
@@ -13,6 +12,8 @@ from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.model.local_attention import SelfAttention, add_to_rows
 from memorizing_jax.model.state import XLCache
+
+from model_reference import t5_causal_bucket  # pylint: disable=g-bad-import-order
 
 
 def weighted_sum_and_grads(x, shared, weights):
@@ -54,14 +55,6 @@ ATTENTION_CONFIG = ModelConfig(vocab_size=8, num_layers=1, d_model=6, num_heads=
                                relative_position_buckets=8, relative_position_max_distance=20)
 
 
-def t5_bucket(distance, num_buckets=8, max_distance=20):
-  exact = num_buckets // 2
-  if distance < exact:
-    return max(distance, 0)
-  return min(exact + int(math.log(distance / exact) / math.log(max_distance / exact)
-                         * (num_buckets - exact)), num_buckets - 1)
-
-
 def numpy_self_attention(params, x, cache_keys, cache_values, cache_valid, start):
   """([batch, length, embed] float64, keys, values): each token's normalised query
   attends to the valid cache entries (positions -4..-1) and the segment's normalised
@@ -82,8 +75,8 @@ def numpy_self_attention(params, x, cache_keys, cache_values, cache_valid, start
     for h in range(2):
       for t in range(length):
         seen = [j for j in range(8) if valid[j] and j - 4 <= t]
-        scores = np.array([scale[h] * q[b, h, t] @ keys[h, j] + table[t5_bucket(t - (j - 4)), h]
-                           for j in seen])
+        scores = np.array([scale[h] * q[b, h, t] @ keys[h, j]
+                           + table[t5_causal_bucket(t - (j - 4), 8, 20), h] for j in seen])
         weights = np.exp(scores - scores.max())
         heads[b, h, t] = (weights / weights.sum()) @ values[h, seen]
   return np.einsum("bhld,hde->ble", heads, f64(params["out"]["kernel"])), k, v

@@ -6,7 +6,6 @@ history (its own and the previous segment for local attention with XL cache, all
 earlier segments of the document for the memory, which is larger than the document
 and read with k at least the number of stored tokens, so top-k retrieves everything).
 """
-import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,14 +13,7 @@ import pytest
 
 from memorizing_jax import model as M
 
-
-def t5_causal_bucket(distance, num_buckets, max_distance):
-  exact = num_buckets // 2
-  if distance < exact:
-    return distance
-  bucket = exact + int(math.log(distance / exact) / math.log(max_distance / exact)
-                       * (num_buckets - exact))
-  return min(bucket, num_buckets - 1)
+from model_reference import t5_causal_bucket  # pylint: disable=g-bad-import-order
 
 
 def rms_norm(x, scale):
