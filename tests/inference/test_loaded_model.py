@@ -1,30 +1,19 @@
 """`LoadedModel`'s token handling and description (`inference/loaded_model.py`), on a
-hand-made byte vocabulary: nothing is loaded or compiled (score, generate and explain
+seqio byte vocabulary: nothing is loaded or compiled (score, generate and explain
 are tested on a trained run in test_inference.py and test_batched_inference.py)."""
 import numpy as np
 import pytest
+import seqio
 
 from memorizing_jax.inference.loaded_model import LoadedModel
 from memorizing_jax.model import ModelConfig
-
-
-class ByteVocabulary:
-  """Like seqio's ByteVocabulary: pad 0, eos 1, unk 2, byte b is id b + 3."""
-
-  pad_id, eos_id, vocab_size = 0, 1, 259
-
-  def encode(self, text):
-    return [b + 3 for b in text.encode("utf-8")]
-
-  def decode(self, ids):
-    return bytes(i - 3 for i in ids if 3 <= i < 259).decode("utf-8", errors="replace")
 
 
 def _model(**changes):
   config = dict(vocab_size=264, num_layers=2, d_model=32, num_heads=2, head_dim=16,
                 mlp_dim=64, segment_length=16, knn_layers=(-1,), knn_k=4, memory_slots=64)
   return LoadedModel(config=ModelConfig(**{**config, **changes}), params=None,
-                     vocabulary=ByteVocabulary(), step=6, workdir="/runs/tiny")
+                     vocabulary=seqio.ByteVocabulary(), step=6, workdir="/runs/tiny")
 
 
 def test_encode_gives_int32_ids_of_a_str_or_the_ids_themselves():
