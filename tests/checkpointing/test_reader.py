@@ -14,14 +14,10 @@ from memorizing_jax.checkpointing import reader, trees
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError
 from memorizing_jax.train.checkpoints import Checkpointer
 from memorizing_jax.train.train_state import TrainState
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 SPECS = {"step": P(), "params.embed": P("data", "model"), "params.layer.kernel": P("model"),
          "opt_state.mu": P("data"), "model_state.memory": P("data", None, "model")}
-
-
-def mesh_of(shape):
-  return jax.make_mesh(shape, ("data", "model"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def state_at(step: int) -> TrainState:
@@ -53,7 +49,7 @@ def saved(tmp_path_factory) -> pathlib.Path:
   checkpointer = Checkpointer(str(workdir / "checkpoints"), asynchronous=False)
   for step in (3, 6):
     host = state_at(step)
-    abstract = placed(host, mesh_of((4, 2)))
+    abstract = placed(host, cpu_mesh(4, 2))
     state = jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), host, abstract)
     checkpointer.save(state, {"0": {"documents": step}}, "# gin")
   checkpointer.close()
@@ -85,7 +81,7 @@ def test_stored_arrays_are_named_with_their_shapes(saved):
 
 
 def test_restore_state_onto_another_mesh_equals_the_saved_arrays(saved):
-  mesh = mesh_of((2, 4))
+  mesh = cpu_mesh(2, 4)
   abstract = placed(state_at(0), mesh)
   step, state, positions, damaged = reader.restore_state(
       str(saved / "checkpoints"), [3, 6], abstract, advice="")
@@ -109,7 +105,7 @@ def test_restore_params_onto_one_device(saved):
 
 def test_a_damaged_step_gives_way_to_the_newest_intact_one(damaged):
   directory = str(damaged / "checkpoints")
-  abstract = placed(state_at(0), mesh_of((2, 4)))
+  abstract = placed(state_at(0), cpu_mesh(2, 4))
   step, state, _, problems = reader.restore_state(directory, [3, 6], abstract, advice="")
   assert step == 3 and list(problems) == [6]
   assert problems[6].startswith("it does not read (")
@@ -144,7 +140,7 @@ def test_a_model_the_checkpoint_does_not_fit_is_a_config_error(saved):
 
 
 def test_restore_matching_params_takes_what_fits(saved):
-  mesh = mesh_of((2, 4))
+  mesh = cpu_mesh(2, 4)
   mine = {"embed": jnp.zeros((8, 8)), "layer": {"kernel": jnp.zeros(5)},
           "gate": jnp.full((2,), 7.0)}
   mine = {"embed": jax.device_put(mine["embed"], NamedSharding(mesh, P("model", "data"))),

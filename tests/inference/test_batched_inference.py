@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from memorizing_jax.inference import generation
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 TEXTS = ["x=ab; y=cd; print(x); print(y); z=ef; print(z); print(x)",
          "q=gh; print(q)",
@@ -126,8 +127,7 @@ def test_a_memory_split_over_a_mesh_scores_and_generates_the_same(loaded, traine
   """Loaded onto a mesh whose `memory` axis splits every memory's 64 slots 4 ways
   (heads 2 ways): a batch's scores and greedy tokens are those on one device."""
   import memorizing_jax as mj  # pylint: disable=g-import-not-at-top
-  mesh = jax.make_mesh((1, 2, 4), ("data", "model", "memory"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = cpu_mesh(1, 2, 4)
   split = mj.load(trained_workdir, mesh=mesh)
   for got, want in zip(split.score(TEXTS), loaded.score(TEXTS)):
     np.testing.assert_allclose(got.loss, want.loss, atol=1e-5)

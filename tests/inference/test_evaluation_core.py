@@ -3,13 +3,13 @@ against the notebook API's per-document scores, and the splits against walks ove
 documents."""
 import math
 
-import jax
 import numpy as np
 import pytest
 
 import memorizing_jax as mj
 from memorizing_jax.data.streams import SegmentStream
 from memorizing_jax.inference import evaluation
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 # Short documents (3 definitions, 6 uses: 27 characters + EOS = 2 segments of 16), 11 of
 # them for 8 rows: rows take new documents mid-stream and the last batches have padding rows.
@@ -52,7 +52,7 @@ def scored_on_mesh(trained_workdir, short_documents):
   """The whole split of `short_documents`, read 8 rows at a time on a 4 x 2 mesh, with
   and without memory."""
   task, data_dir = short_documents
-  mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  mesh = cpu_mesh(4, 2)
   on_mesh = mj.load(trained_workdir, mesh=mesh)
   return list(evaluation.score_batches(
       on_mesh.config, on_mesh.params, _stream(task, data_dir, on_mesh.vocabulary), mesh=mesh,

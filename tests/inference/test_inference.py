@@ -10,6 +10,7 @@ import pytest
 
 import memorizing_jax as mj
 from memorizing_jax.model import MemorizingTransformer, init_state
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 TEXT = ("x=ab; y=cd; z=ef; print(x); q=gh; print(y); w=ij; print(z); print(q); "
         "print(w); print(x); print(y)")
@@ -48,8 +49,7 @@ def test_load_restores_config_params_and_vocabulary_on_one_device(loaded, traine
 
 
 def test_load_onto_a_mesh_scores_the_same(loaded, trained_workdir):
-  mesh = jax.make_mesh((4, 2), ("data", "model"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  mesh = cpu_mesh(4, 2)
   on_mesh = mj.load(trained_workdir, mesh=mesh)
   assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(on_mesh.params))
   np.testing.assert_allclose(on_mesh.score(TEXT).loss, loaded.score(TEXT).loss, atol=1e-5)

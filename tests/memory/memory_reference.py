@@ -6,12 +6,6 @@ import numpy as np
 
 from memorizing_jax import memory
 
-def make_mesh(data: int, model: int) -> jax.sharding.Mesh:
-  """A data x model mesh of the 8 forced CPU devices, Auto axes as the trainer's."""
-  return jax.make_mesh((data, model), ("data", "model"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
-
-
 # The lookup compiled whole: faster in tests than running it op by op.
 jit_lookup = jax.jit(memory.lookup, static_argnums=2,
                      static_argnames=("method", "recall_target", "bins", "block"))

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from memorizing_jax.memory import binning
-from memory_reference import make_mesh
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 # The reduction compiled whole (its sizes static), as the lookup runs it.
 jit_bin_maxima = jax.jit(binning.bin_maxima, static_argnames=("bins", "block", "pack_members"))
@@ -111,7 +111,7 @@ def test_like_varying_is_x_outside_shard_map():
 def test_like_varying_lets_a_constant_loop_carry_take_varying_updates():
   """Inside shard_map, a fori_loop whose constant initial carry is updated with a
   shard's data fails to trace unless the carry is marked as varying like the data."""
-  mesh = make_mesh(4, 2)
+  mesh = cpu_mesh(4, 2)
   x = np.arange(24, dtype=np.float32).reshape(8, 3)
 
   def per_shard(y):  # y: this shard's [2, 3] rows

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from memorizing_jax import memory
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 APPROX_TOP_K_CALL = "custom_call @ApproxTopK"
 
@@ -12,8 +13,7 @@ def lowered_text(method, platforms, sharded=False):
   state = jax.eval_shape(lambda: memory.init(2, 2, 1024, 16))
   queries = jax.ShapeDtypeStruct((2, 2, 8, 16), jnp.float32)
   if sharded:  # the slots split over "model" (retrieval.py)
-    mesh = jax.make_mesh((2, 4), ("data", "model"),
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    mesh = cpu_mesh(2, 4)
     scale = jnp.ones((2,), jnp.float32)
     placement = jax.sharding.PartitionSpec("data", None, "model")
     fn = lambda s, q: memory.retrieve(s, q, 4, scale, method=method, placement=placement)

@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from memorizing_jax import memory
 from memorizing_jax.train import compiled
 from memory_reference import brute_force_top_k, recall
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 BATCH, HEADS, SLOTS, HEAD_DIM, LENGTH, K = 8, 8, 256, 8, 16, 6
 
@@ -40,11 +41,6 @@ def reference(state, queries, keys, values, scale):
   weights = weights / np.maximum(weights.sum(-1, keepdims=True), 1e-300)
   out = np.einsum("bhqk,bhqkd->bhqd", weights, np.asarray(found.values, np.float64))
   return out, weights, found, memory.write(state, keys, values)
-
-
-def make_mesh(shape):
-  names = ("data", "model", "memory")[:len(shape)]
-  return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
 def on_mesh(mesh, placement, fn):
@@ -82,7 +78,7 @@ PLACEMENTS = [((8, 1), P("data", None)),
 @pytest.mark.parametrize("mesh_shape,placement", PLACEMENTS)
 def test_retrieve_then_write_equals_the_whole_arrays(inputs, mesh_shape, placement):
   state, (queries, keys, values), scale = inputs
-  mesh = make_mesh(mesh_shape)
+  mesh = cpu_mesh(*mesh_shape)
   sharded = on_mesh(mesh, placement, lambda s, q, kk, v, sc: memory.retrieve_then_write(
       s, q, kk, v, K, sc, placement=placement))
   got, new_state = sharded(state, queries, keys, values, scale)
@@ -138,7 +134,7 @@ def test_slot_shards_with_fewer_slots_than_k_and_memories_partly_filled(inputs):
   queries = jnp.asarray(rng.normal(size=(8, 2, 5, 4)), jnp.float32)
   scale = jnp.ones((2,), jnp.float32)
   placement = P(None, None, "model")
-  got = on_mesh(make_mesh((1, 8)), placement, lambda s, q, kk, v, sc: memory.retrieve(
+  got = on_mesh(cpu_mesh(1, 8), placement, lambda s, q, kk, v, sc: memory.retrieve(
       s, q, K, sc, placement=placement))(state, queries, queries, queries, scale)
   _, slots, _ = brute_force_top_k(np.asarray(queries), np.asarray(state.keys),
                                   np.minimum(np.asarray(state.count), 32), K)
@@ -150,7 +146,7 @@ def test_slot_shards_with_fewer_slots_than_k_and_memories_partly_filled(inputs):
 def test_approx_on_slot_shards_recalls_at_least_as_well(inputs):
   state, (queries, _, _), scale = inputs
   placement = P(None, None, "model")
-  got = on_mesh(make_mesh((1, 8)), placement, lambda s, q, kk, v, sc: memory.retrieve(
+  got = on_mesh(cpu_mesh(1, 8), placement, lambda s, q, kk, v, sc: memory.retrieve(
       s, q, K, sc, method="approx", placement=placement))(state, queries, queries, queries,
                                                           scale)
   whole = memory.retrieve(state, queries, K, scale, method="approx")
@@ -163,7 +159,7 @@ def test_approx_on_slot_shards_recalls_at_least_as_well(inputs):
 def test_retrieve_reads_without_writing(inputs):
   state, (queries, _, _), scale = inputs
   placement = P("data", "model")
-  got = on_mesh(make_mesh((2, 4)), placement, lambda s, q, kk, v, sc: memory.retrieve(
+  got = on_mesh(cpu_mesh(2, 4), placement, lambda s, q, kk, v, sc: memory.retrieve(
       s, q, K, sc, placement=placement))(state, queries, queries, queries, scale)
   out, _, _, _ = reference(state, queries, queries, queries, scale)
   np.testing.assert_allclose(np.asarray(got.out), out, rtol=1e-5, atol=1e-5)

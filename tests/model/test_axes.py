@@ -1,14 +1,8 @@
 """Logical axis names -> mesh axes (`model/axes.py`), on hand-worked specs and shapes."""
-import jax
-import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from memorizing_jax.model import axes
-
-
-def data_model_mesh():
-  """The 8 forced CPU devices as data 4 x model 2."""
-  return Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 
 def test_mesh_axes_of_reads_each_form_of_a_spec_entry():
@@ -36,7 +30,7 @@ def test_fit_spec_drops_the_mesh_axes_that_do_not_divide_their_dimension():
 def test_ambient_spec_places_logical_names_on_the_mesh_that_in_mesh_sets():
   shape = (8, 4, 64, 16)  # a memory's [batch, heads, slots, head_dim]
   assert axes.ambient_spec(axes.MEMORY_AXES, shape) is None  # no mesh
-  mesh = data_model_mesh()
+  mesh = cpu_mesh(4, 2)
   spec = lambda shape, *rules: axes.in_mesh(lambda: axes.ambient_spec(axes.MEMORY_AXES, shape),
                                             mesh, *rules)()
   # Default rules: rows over data, heads over model; the mesh has no `memory` axis.

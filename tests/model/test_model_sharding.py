@@ -11,14 +11,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from memorizing_jax import model as M
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 BATCH = 8
 SOS = [[True] * 8, [False] * 8, [i % 3 == 0 for i in range(8)]]
-
-
-def make_mesh(shape):
-  names = ("data", "model", "memory")[:len(shape)]
-  return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +36,7 @@ def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
   cfg = tiny.config
   seg = cfg.segment_length
   tokens, want_logits, want_state = one_device_run
-  mesh = make_mesh(mesh_shape)
+  mesh = cpu_mesh(*mesh_shape)
   param_sh, state_sh = M.param_shardings(cfg, mesh), M.state_shardings(cfg, mesh)
   step = jax.jit(lambda p, t, s, f: tiny.model.apply({"params": p}, t, s, f),
                  in_shardings=(param_sh, M.batch_sharding(mesh, 2), state_sh,
@@ -68,7 +64,7 @@ def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
 
 
 def test_default_rules_layout(tiny):
-  mesh = make_mesh((2, 4))
+  mesh = cpu_mesh(2, 4)
   params = M.param_shardings(tiny.config, mesh)
   attention = params["layer_0"]["attention"]
   assert attention["query"]["kernel"].spec == P(None, "model", None)
@@ -82,7 +78,7 @@ def test_default_rules_layout(tiny):
 
 
 def test_init_params_created_sharded(tiny):
-  mesh = make_mesh((2, 4))
+  mesh = cpu_mesh(2, 4)
   params = M.init_params(tiny.config, jax.random.PRNGKey(0), mesh=mesh)
   kernel = params["layer_1"]["attention"]["query"]["kernel"]
   assert kernel.sharding.spec == P(None, "model", None)

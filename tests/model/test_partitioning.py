@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from memorizing_jax import model as M
 from memorizing_jax.model import partitioning
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 # The trainer tests' tiny model, with a byte vocabulary.
 CONFIG = M.ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,
@@ -52,11 +53,6 @@ GOLDEN_STATE = {
 }
 
 
-def mesh_of(shape):
-  names = ("data", "model", "memory")[:len(shape)]
-  return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
-
-
 def named(tree):
   """{"layer_0.mlp.wi.kernel": leaf}: the tree's leaves by dotted path."""
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -69,7 +65,7 @@ def specs(tree):
 
 
 def test_param_layout_is_the_golden_one():
-  mesh = mesh_of((2, 2, 2))
+  mesh = cpu_mesh(2, 2, 2)
   layout = M.param_layout(CONFIG, mesh)
   assert specs(layout) == GOLDEN_PARAMS
   assert all(leaf.sharding.mesh == mesh for leaf in jax.tree.leaves(layout))
@@ -89,7 +85,7 @@ def test_param_layout_has_the_shapes_of_the_initialised_params():
 
 
 def test_state_layout_is_the_golden_one_and_fits_a_single_row():
-  mesh = mesh_of((2, 2, 2))
+  mesh = cpu_mesh(2, 2, 2)
   layout = M.state_layout(CONFIG, 8, mesh)
   assert specs(layout) == GOLDEN_STATE
   assert named(layout)["memories.0.keys"].shape == (8, 2, 64, 16)
@@ -107,13 +103,13 @@ def test_state_layout_is_the_golden_one_and_fits_a_single_row():
 
 
 def test_a_mesh_without_the_memory_axis_leaves_the_slots_whole():
-  layout = M.state_layout(CONFIG, 8, mesh_of((2, 4)))
+  layout = M.state_layout(CONFIG, 8, cpu_mesh(2, 4))
   assert named(layout)["memories.0.keys"].sharding.spec == P("data", None, None, None)
   assert named(layout)["memories.0.positions"].sharding.spec == P("data", None)
 
 
 def test_fit_shardings_replicates_what_does_not_divide(caplog):
-  mesh = mesh_of((4, 2))
+  mesh = cpu_mesh(4, 2)
   abstract = {"odd": jax.ShapeDtypeStruct((259, 32), "float32"),
               "odd_too": jax.ShapeDtypeStruct((259, 32), "float32"),
               "even": jax.ShapeDtypeStruct((260, 32), "float32")}
@@ -128,7 +124,7 @@ def test_fit_shardings_replicates_what_does_not_divide(caplog):
 
 
 def test_with_shardings_and_shardings_of_are_inverse():
-  mesh = mesh_of((2, 4))
+  mesh = cpu_mesh(2, 4)
   abstract = {"a": jax.ShapeDtypeStruct((8, 4), jnp.bfloat16)}
   shardings = {"a": NamedSharding(mesh, P("data", "model"))}
   placed = partitioning.with_shardings(abstract, shardings)
@@ -137,7 +133,7 @@ def test_with_shardings_and_shardings_of_are_inverse():
 
 
 def test_params_created_sharded_or_from_more_rows_equal_those_created_on_one_device():
-  mesh = mesh_of((2, 4))
+  mesh = cpu_mesh(2, 4)
   sharded = M.init_params(CONFIG, jax.random.key(5), mesh=mesh)
   single = M.init_params(CONFIG, jax.random.key(5))
   two_rows = M.init_params(CONFIG, jax.random.key(5), batch_size=2)
@@ -153,7 +149,7 @@ def test_params_created_sharded_or_from_more_rows_equal_those_created_on_one_dev
 
 def test_logical_to_shardings_maps_names_by_the_rules_onto_the_mesh_axes_it_has():
   tree = {"rows_heads": P("batch", "heads"), "slots": P("memory_slots", "kv"), "scalar": P()}
-  mesh = mesh_of((4, 2))  # no `memory` axis: the slots' rule maps them to None
+  mesh = cpu_mesh(4, 2)  # no `memory` axis: the slots' rule maps them to None
   got = partitioning.logical_to_shardings(tree, mesh)
   assert {k: s.spec for k, s in got.items()} == {
       "rows_heads": P("data", "model"), "slots": P(None, None), "scalar": P()}
@@ -163,7 +159,7 @@ def test_logical_to_shardings_maps_names_by_the_rules_onto_the_mesh_axes_it_has(
   rules = (("batch", ("data", "memory")), ("heads", "model"), ("memory_slots", "memory"))
   assert partitioning.logical_to_shardings(tree, mesh, rules)["rows_heads"].spec == P(
       "data", "model")
-  on_three = partitioning.logical_to_shardings(tree, mesh_of((2, 2, 2)), rules)
+  on_three = partitioning.logical_to_shardings(tree, cpu_mesh(2, 2, 2), rules)
   assert on_three["rows_heads"].spec == P(("data", "memory"), "model")
   assert on_three["rows_heads"].shard_shape((8, 6)) == (2, 3)
   assert on_three["slots"].spec == P("memory", None)

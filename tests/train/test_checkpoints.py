@@ -6,10 +6,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from memorizing_jax.train import checkpoints
 from memorizing_jax.train.train_state import TrainState
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 
 def test_checkpoint_bytes_count_every_global_array_once():
-  mesh = jax.make_mesh((4, 2), ("data", "model"))
+  mesh = cpu_mesh(4, 2)
   abstract = TrainState(
       step=jax.ShapeDtypeStruct((), jnp.int32),
       params={"w": jax.ShapeDtypeStruct((3, 4), jnp.float32),
