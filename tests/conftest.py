@@ -32,7 +32,16 @@ from etils.epath import gpath  # noqa: E402
 import fsspec  # noqa: E402
 from fsspec.implementations.dirfs import DirFileSystem  # noqa: E402
 from fsspec.implementations.local import LocalFileSystem  # noqa: E402
+import gin  # noqa: E402
 import pytest  # noqa: E402
+
+import memorizing_jax as mj  # noqa: E402
+from memorizing_jax import main  # noqa: E402
+from memorizing_jax.data import tasks  # noqa: E402
+from memorizing_jax.data.config import DataConfig  # noqa: E402
+from memorizing_jax.model.config import ModelConfig  # noqa: E402
+from memorizing_jax.train import loop, optimizer, partitioner  # noqa: E402
+import tiny_runs  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
 
@@ -73,64 +82,51 @@ def local_gcs(tmp_path, monkeypatch):
       fsspec.register_implementation(protocol, implementation, clobber=True)
 
 
-# A tiny run trained by the real trainer on 8 CPU devices (mesh 4 x 2), shared by the
-# inference tests, the notebook test and the study's evaluation tests.
-TINY_GIN = """
-include 'train.gin'
-from __gin__ import dynamic_registration
-from memorizing_jax.data import config as data_config
-from memorizing_jax.data import synthetic_task
-from memorizing_jax.model import config as model_config
-from memorizing_jax.train import loop
-from memorizing_jax.train import optimizer
-from memorizing_jax.train import partitioner
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+  """(task name, data_dir): a registered folder task of small code-like documents."""
+  root = tmp_path_factory.mktemp("corpus")
+  tiny_runs.write_code_corpus(root)
+  tasks.register_folder_task(tiny_runs.TASK, "file", root=str(root))
+  return tiny_runs.TASK, str(tmp_path_factory.mktemp("data_dir"))
 
-TASK = 'synthetic_recall'
-VOCAB_SIZE = 264
-SEGMENT_LENGTH = 16
-model_config.ModelConfig.num_layers = 2
-model_config.ModelConfig.d_model = 32
-model_config.ModelConfig.num_heads = 2
-model_config.ModelConfig.head_dim = 16
-model_config.ModelConfig.mlp_dim = 64
-model_config.ModelConfig.use_xl_cache = True
-model_config.ModelConfig.knn_layers = (-1,)
-model_config.ModelConfig.knn_k = 4
-model_config.ModelConfig.memory_slots = 64
-# Exact: a memory split over devices then retrieves what the whole one does.
-model_config.ModelConfig.lookup_method = "exact"
-model_config.ModelConfig.relative_position_buckets = 8
-model_config.ModelConfig.relative_position_max_distance = 32
-data_config.DataConfig.vocabulary = 'byte'
-BATCH_SIZE = 8
-partitioner.MeshConfig.data = 4
-partitioner.MeshConfig.model = 2
-optimizer.ScheduleConfig.warmup_steps = 4
-loop.TrainerConfig.total_steps = 6
-loop.TrainerConfig.log_every = 3
-loop.TrainerConfig.eval_every = 0
-loop.TrainerConfig.eval_batches = 1
-loop.TrainerConfig.checkpoint_every = 3
-loop.TrainerConfig.keep_checkpoints = 2
-loop.TrainerConfig.progress_bar = False
-"""
+
+@pytest.fixture(scope="session")
+def tiny(corpus) -> tiny_runs.Configs:
+  """The tiny run's configs on the `corpus` task (byte vocabulary, mesh 4 x 2, 8 steps)."""
+  task, data_dir = corpus
+  return tiny_runs.Configs(
+      model=ModelConfig(**tiny_runs.TINY_MODEL),
+      data=DataConfig(task=task, vocabulary="byte", batch_size=8, eval_batch_size=8,
+                      data_dir=data_dir),
+      optimizer=optimizer.OptimizerConfig(
+          schedule=optimizer.ScheduleConfig(peak_learning_rate=0.01, warmup_steps=4)),
+      mesh=partitioner.MeshConfig(data=4, model=2),
+      trainer=loop.TrainerConfig(total_steps=8, log_every=1, eval_every=0, eval_batches=3,
+                                 checkpoint_every=4, keep_checkpoints=5, progress_bar=False))
+
+
+@pytest.fixture
+def github_corpus(corpus, monkeypatch, tmp_path_factory):
+  """The test corpus as the built-in `github` task, for this process and subprocesses."""
+  root = tasks.get_reader(corpus[0]).root
+  monkeypatch.setenv("MEMORIZING_JAX_GITHUB_DIR", str(root))
+  monkeypatch.setenv("MEMORIZING_JAX_DATA_DIR", str(tmp_path_factory.mktemp("github_data")))
 
 
 @pytest.fixture(scope="session")
 def tiny_gin():
   """The gin text of the tiny run (for runs that vary it)."""
-  return TINY_GIN
+  return tiny_runs.TINY_GIN
 
 
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
   """The workdir of a 6-step run of a tiny byte-level model with XL cache and memory,
   trained through the entry point's own gin parsing on a 4 x 2 mesh."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from memorizing_jax import main  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8
   root = tmp_path_factory.mktemp("inference_run")
-  (root / "tiny.gin").write_text(TINY_GIN)
+  (root / "tiny.gin").write_text(tiny_runs.TINY_GIN)
   workdir = root / "run"
   try:
     main.run_training(str(workdir), [str(root / "tiny.gin")], [])
@@ -142,5 +138,4 @@ def trained_workdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def loaded(trained_workdir):
   """`mj.load` of the tiny run (its compiled readers and decoder are shared)."""
-  import memorizing_jax as mj  # pylint: disable=g-import-not-at-top
   return mj.load(trained_workdir)

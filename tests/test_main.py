@@ -11,7 +11,7 @@ from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import loop, optimizer, partitioner
 
-from conftest import run_entry_point  # pylint: disable=g-bad-import-order
+from tiny_runs import run_entry_point  # pylint: disable=g-bad-import-order
 
 GIN_ROOT = pathlib.Path(main.__file__).resolve().parent.parent / "gin"
 ALL_GIN = sorted(str(p.relative_to(GIN_ROOT)) for p in GIN_ROOT.rglob("*.gin"))

@@ -1,38 +1,28 @@
 """`mj.load(workdir)` reads the vocabulary stored with the run: a tiny SentencePiece run
 loads, and scores the same, without its corpus or the data cache."""
 import json
-import random
 import shutil
 
+import gin
 import numpy as np
 import pytest
 
 import memorizing_jax as mj
+from memorizing_jax import main
+from memorizing_jax.data import tasks
 from memorizing_jax.data.stored_vocab import StoredVocabularyError
+from tiny_runs import write_code_corpus  # pylint: disable=g-bad-import-order
 
 TASK = "inference_sentencepiece_corpus"
 TEXT = "def alpha(x):\n  return x + 1\ny = alpha(alpha(y))\n"
-
-
-def _code_document(rng: random.Random, index: int) -> str:
-  names = ["".join(rng.choice("abcdefghij") for _ in range(5)) for _ in range(3)]
-  lines = [f"# {index}"] + [f"def {n}(x):\n  return x + {rng.randint(0, 99)}" for n in names]
-  return "\n".join(lines + [f"y = {names[0]}({names[1]}(y))"]) + "\n"
 
 
 @pytest.fixture(scope="module")
 def sentencepiece_run(tmp_path_factory, tiny_gin):
   """(workdir, corpus folder, data dir) of a 6-step run with a 400-piece SentencePiece
   vocabulary trained on a folder corpus of 16 small documents."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from memorizing_jax import main  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.data import tasks  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("sentencepiece_run")
-  rng = random.Random(0)
-  for split, count in (("train", 16), ("validation", 2), ("test", 1)):
-    (root / "corpus" / split).mkdir(parents=True)
-    for i in range(count):
-      (root / "corpus" / split / f"doc_{i:02d}.py").write_text(_code_document(rng, i))
+  write_code_corpus(root / "corpus", (("train", 16), ("validation", 2), ("test", 1)))
   tasks.register_folder_task(TASK, "file", root=str(root / "corpus"))
   gin_text = (tiny_gin.replace("TASK = 'synthetic_recall'", f"TASK = '{TASK}'")
               .replace("VOCAB_SIZE = 264", "VOCAB_SIZE = 400")

@@ -4,44 +4,20 @@ Small configs here; the paper's configs are in benchmarks/tpu_compile.py. What a
 step costs (`StepCost`) is read the same way off a small program compiled for the CPU.
 """
 import dataclasses
-import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from memorizing_jax import compile as compile_lib
 from memorizing_jax.data.config import DataConfig
-from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import aot, chips, loop, optimizer, partitioner
-
-
-def _needs_libtpu():
-  pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
-
-TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
-BATCH = 8
-# head_dim 128 fills the TPU's 128-lane tiles, so per-device bytes are not padded.
-MODEL = ModelConfig(vocab_size=256, num_layers=2, d_model=128, num_heads=2, head_dim=128,
-                    mlp_dim=256, segment_length=16, knn_layers=(-1,), knn_k=8,
-                    memory_slots=2048, memory_dtype="bfloat16", compute_dtype="bfloat16",
-                    lookup_method="approx")
+from small_tpu_run import BATCH, MODEL, TOPOLOGY, build, needs_libtpu  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture(scope="module")
 def devices():
-  _needs_libtpu()
+  needs_libtpu()
   return aot.topology_devices(TOPOLOGY)
-
-
-def build(devices, model=MODEL):
-  return loop.build_run(
-      model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                        eval_batch_size=BATCH),
-      optimizer.OptimizerConfig(), partitioner.MeshConfig(data=-1, model=1),
-      loop.TrainerConfig(), devices=devices)
 
 
 @pytest.fixture(scope="module")
@@ -99,37 +75,6 @@ def test_a_step_too_big_for_the_chip_is_refused(devices):
   advice = aot.does_not_fit_advice(huge, 70.0, 16.0)
   assert advice.startswith("does not fit: 70.0 GiB needed on a 16.0 GiB device; try ")
   assert "memory_dtype='bfloat16'" in advice and "remat='full'" in advice
-
-
-def test_reference_step_gives_the_ratio_to_xl(devices):
-  # Another segment length than the fixture's: the session's persistent compilation
-  # cache would otherwise offer its compile-only TPU executables back (and warn).
-  arguments = dict(model=dataclasses.replace(MODEL, segment_length=32), data=DataConfig(task="github", vocabulary="byte",
-                                                       batch_size=BATCH, eval_batch_size=BATCH),
-                   optimizer=optimizer.OptimizerConfig(),
-                   mesh=partitioner.MeshConfig(data=-1, model=1), trainer=loop.TrainerConfig())
-  report = compile_lib.compile_for(devices, arguments, evaluation=False, reference=True)
-  assert report["fits"] and report["ratio_to_xl"] > 1.0 and report["cycles_ratio_to_xl"] > 1.0
-  assert report["roofline_s"] == pytest.approx(report["ratio_to_xl"] * report["xl_roofline_s"])
-  # The memory stays on its chips: its step adds (almost) no collective.
-  assert 0 <= report["memory_collectives_mib"] < 1
-
-
-def test_compile_command_prints_the_report(tmp_path):
-  _needs_libtpu()
-  out = tmp_path / "report.json"
-  done = subprocess.run(
-      [sys.executable, "-m", "memorizing_jax.compile", "--gin_file=gin/quickstart.gin",
-       "--gin_param=model_config.ModelConfig.lookup_method = 'approx'",
-       "--gin_param=model_config.ModelConfig.num_layers = 2",
-       f"--topology={TOPOLOGY}", f"--out={out}", "--noevaluation", "--noreference"],
-      capture_output=True, text=True, timeout=600, check=False)
-  assert done.returncode == 0, done.stderr[-3000:]
-  report = json.loads(done.stdout.strip().splitlines()[-1])
-  assert report == json.loads(out.read_text())
-  assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["fits"]
-  assert report["approx_top_k"] and "ratio_to_xl" not in report
-  assert "fits a 16.0 GiB v5e device" in done.stdout
 
 
 def test_a_memory_split_over_the_memory_axis_compiles_for_tpu(devices):

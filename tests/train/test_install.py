@@ -14,7 +14,7 @@ import sysconfig
 
 import pytest
 
-from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from tiny_runs import entry_point_bindings  # pylint: disable=g-bad-import-order
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ import pytest
 from memorizing_jax import main
 from memorizing_jax.train import multihost
 
-from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from tiny_runs import entry_point_bindings  # pylint: disable=g-bad-import-order
 from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 LOCAL = pathlib.Path(main.__file__).resolve().parent.parent / "launch" / "local.sh"

@@ -14,7 +14,7 @@ import pytest
 
 from memorizing_jax import main
 
-from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from tiny_runs import entry_point_bindings  # pylint: disable=g-bad-import-order
 from event_files import read_scalars  # pylint: disable=g-bad-import-order
 
 

@@ -15,7 +15,7 @@ from memorizing_jax.data import stored_vocab, tasks
 from memorizing_jax.data.stored_vocab import StoredVocabularyError
 from memorizing_jax.train import inputs, loop, run_vocabulary
 
-from conftest import entry_point_bindings  # pylint: disable=g-bad-import-order
+from tiny_runs import entry_point_bindings  # pylint: disable=g-bad-import-order
 
 SIZE = 400  # SentencePiece pieces asked for; the model has a row for each
 NEW_DOCUMENT = "".join(f"zebra_quux_{i} = xylophone_wombat({i})\n" for i in range(40))

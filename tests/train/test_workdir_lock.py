@@ -15,7 +15,7 @@ from memorizing_jax.train import loop, multihost
 from memorizing_jax.train.workdir_lock import LOCK_NAME, LockHolder, WorkdirLock, \
     WorkdirLockedError, lock_workdir
 
-from conftest import entry_point_bindings, run_entry_point  # pylint: disable=g-bad-import-order
+from tiny_runs import entry_point_bindings, run_entry_point  # pylint: disable=g-bad-import-order
 
 
 def _write_lock(workdir, host, pid, heartbeat_age_s):

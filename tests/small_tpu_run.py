@@ -1,0 +1,31 @@
+"""A small training run compiled for a real TPU topology on this CPU host (libtpu, no
+TPU): the tests of `train/aot.py` and of the compile command share it. The paper's
+configs are compiled in benchmarks/tpu_compile.py."""
+import pytest
+
+from memorizing_jax.data.config import DataConfig
+from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.train import loop, optimizer, partitioner
+
+
+def needs_libtpu():
+  """Skips the test where libtpu is not installed."""
+  pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu (pip install -e '.[tpu]')")
+
+
+TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
+BATCH = 8
+# head_dim 128 fills the TPU's 128-lane tiles, so per-device bytes are not padded.
+MODEL = ModelConfig(vocab_size=256, num_layers=2, d_model=128, num_heads=2, head_dim=128,
+                    mlp_dim=256, segment_length=16, knn_layers=(-1,), knn_k=8,
+                    memory_slots=2048, memory_dtype="bfloat16", compute_dtype="bfloat16",
+                    lookup_method="approx")
+
+
+def build(devices, model=MODEL):
+  """The run of `model` on `devices`, its batch split over all of them."""
+  return loop.build_run(
+      model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                        eval_batch_size=BATCH),
+      optimizer.OptimizerConfig(), partitioner.MeshConfig(data=-1, model=1),
+      loop.TrainerConfig(), devices=devices)
