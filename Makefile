@@ -15,8 +15,11 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
+# One pytest process per core of the 2-core CI machine (pytest-xdist); a test goes to
+# whichever process is free. The processes share the session's compilation cache.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # Each benchmark prints one JSON object per measurement; variants are compared within one run.
 BENCHMARKS := retrieval step_time data_stream

@@ -51,8 +51,9 @@ setuptools.setup(
         # CUDA 13 wheels (what JAX's install guide leads with); jax[cuda12] for older drivers.
         "gpu": ["jax[cuda13]"],
         # nbclient, nbformat and ipykernel execute examples/quickstart.ipynb in the tests;
-        # jax[tpu] lets the tests compile for TPU topologies.
-        "test": ["pytest>=8.0", "hypothesis>=6.100", "nbclient>=0.10", "nbformat>=5.9",
-                 "ipykernel>=6.29", "jax[tpu]"],
+        # jax[tpu] lets the tests compile for TPU topologies; pytest-xdist runs the suite
+        # in one process per core (make test).
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient>=0.10",
+                 "nbformat>=5.9", "ipykernel>=6.29", "jax[tpu]"],
     },
 )
