@@ -122,11 +122,48 @@ def local_attention(queries: jax.Array, keys: jax.Array, values: jax.Array, mask
   Returns:
     [batch, heads, queries, head_dim] in the queries' dtype.
   """
-  scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys, preferred_element_type=jnp.float32)
-  scores = add_to_rows(scores * scale[None, :, None, None], bias)
+  # The scale multiplies the queries ([.., head_dim]), not the scores ([.., keys]): the
+  # same product, and the scale's gradient then sums a head_dim-long product per query,
+  # not a keys-long one (which XLA's CPU backend ran, fused with the scores' gradient,
+  # at 100-150 ms a layer in benchmarks/profile_step.py's step).
+  scaled = (queries * scale[None, :, None, None]).astype(queries.dtype)
+  scores = jnp.einsum("bhqd,bhkd->bhqk", scaled, keys, preferred_element_type=jnp.float32)
+  scores = add_to_rows(scores, bias)
   scores = jnp.where(mask[:, None], scores, memory.NEG_INF)
-  weights = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-  return jnp.einsum("bhqk,bhkd->bhqd", weights, values)
+  return softmax_attend(scores, values)
+
+
+@jax.custom_vjp
+def softmax_attend(scores: jax.Array, values: jax.Array) -> jax.Array:
+  """softmax(scores) @ values: [batch, heads, queries, keys] float32 scores and
+  [batch, heads, keys, head_dim] values -> [batch, heads, queries, head_dim] in the
+  values' dtype (the weights cast to it).
+
+  Its gradient is autodiff's, written as flash attention writes it: the softmax's
+  gradient needs, for each query, the sum over the keys of weight x the weight's
+  cotangent; that sum equals out . d_out, an [.., head_dim] product instead of an
+  [.., keys] one. XLA's CPU backend fused the [.., keys] sum with the matmul that makes
+  the cotangents and ran the two far slower than apart.
+  """
+  return _softmax_attend_forward(scores, values)[0]
+
+
+def _softmax_attend_forward(scores, values):
+  weights = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(values.dtype), values)
+  return out, (weights, values, out)
+
+
+def _softmax_attend_backward(residuals, d_out):
+  weights, values, out = residuals
+  d_values = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(values.dtype), d_out)
+  d_weights = jnp.einsum("bhqd,bhkd->bhqk", d_out, values, preferred_element_type=jnp.float32)
+  # sum_k weights[k] * d_weights[k] = d_out . sum_k weights[k] values[k] = d_out . out
+  total = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+  return weights * (d_weights - total), d_values
+
+
+softmax_attend.defvjp(_softmax_attend_forward, _softmax_attend_backward)
 
 
 def add_to_rows(x: jax.Array, shared: jax.Array) -> jax.Array:

@@ -1,18 +1,21 @@
-"""`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents; and
-`SelfAttention` over [XL cache; segment] against a per-token numpy attention."""
+"""`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents;
+`softmax_attend` and its gradient against numpy; and `SelfAttention` over [XL cache;
+segment] against a per-token numpy attention."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.model.local_attention import SelfAttention, add_to_rows
+from memorizing_jax import memory
+from memorizing_jax.model.local_attention import SelfAttention, add_to_rows, softmax_attend
 from memorizing_jax.model.state import XLCache
 
+from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 from model_reference import t5_causal_bucket  # pylint: disable=g-bad-import-order
 
 
@@ -36,7 +39,7 @@ def test_shared_gradient_is_the_sum_over_rows(rows):
 
 
 def test_rows_split_over_the_mesh_sum_across_devices():
-  mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+  mesh = cpu_mesh(4, 2)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(8, 2, 3, 4)).astype(np.float32)
   shared = rng.normal(size=(1, 2, 3, 4)).astype(np.float32)
@@ -47,6 +50,44 @@ def test_rows_split_over_the_mesh_sum_across_devices():
           jax.device_put(x, rows), shared, jax.device_put(weights, rows))
   np.testing.assert_allclose(grads[1], weights.sum(axis=0, keepdims=True), rtol=1e-5,
                              atol=1e-6)
+
+
+def numpy_softmax_attend_and_grads(scores, values, d_out):
+  """out = softmax(scores) @ values, and the gradients of sum(d_out * out) w.r.t.
+  scores and values, in float64 by the textbook softmax gradient
+  d_scores = p * (d_p - sum_k p * d_p)."""
+  scores, values, d_out = (np.asarray(a, np.float64) for a in (scores, values, d_out))
+  p = np.exp(scores - scores.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  d_p = np.einsum("bhqd,bhkd->bhqk", d_out, values)
+  d_scores = p * (d_p - (p * d_p).sum(-1, keepdims=True))
+  return (np.einsum("bhqk,bhkd->bhqd", p, values), d_scores,
+          np.einsum("bhqk,bhqd->bhkd", p, d_out))
+
+
+def test_softmax_attend_and_its_gradient_match_numpy():
+  """Masked entries (the model's NEG_INF) get weight and gradient 0; a row with
+  every entry masked spreads its weight evenly, as softmax does."""
+  rng = np.random.default_rng(3)
+  scores = rng.normal(size=(2, 3, 4, 6)).astype(np.float32) * 3
+  scores[0, 1, 2, 3:] = memory.NEG_INF
+  scores[1, 0, 1, :] = memory.NEG_INF
+  values = rng.normal(size=(2, 3, 6, 5)).astype(np.float32)
+  d_out = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+  out, (d_scores, d_values) = jax.jit(lambda s, v: (
+      softmax_attend(s, v),
+      jax.grad(lambda s, v: jnp.sum(d_out * softmax_attend(s, v)), argnums=(0, 1))(s, v)))(
+          scores, values)
+  want_out, want_d_scores, want_d_values = numpy_softmax_attend_and_grads(scores, values,
+                                                                         d_out)
+  np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_scores, want_d_scores, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(d_values, want_d_values, rtol=1e-5, atol=1e-6)
+  assert (np.asarray(d_scores)[0, 1, 2, 3:] == 0).all()
+  # bfloat16 values: the output and the values' gradient in bfloat16, the scores' in float32.
+  half = jax.eval_shape(jax.grad(lambda s, v: softmax_attend(s, v).astype(jnp.float32).sum(),
+                                 argnums=(0, 1)), scores, values.astype(jnp.bfloat16))
+  assert (half[0].dtype, half[1].dtype) == (jnp.float32, jnp.bfloat16)
 
 
 # One layer without memory: 2 heads of 3, segments of 4 tokens, the XL cache 4 long.
