@@ -1,6 +1,8 @@
 """A small training run compiled for a real TPU topology on this CPU host (libtpu, no
 TPU): the tests of `train/aot.py` and of the compile command share it. The paper's
 configs are compiled in benchmarks/tpu_compile.py."""
+from typing import Any, Dict, Optional
+
 import pytest
 
 from memorizing_jax.data.config import DataConfig
@@ -22,10 +24,20 @@ MODEL = ModelConfig(vocab_size=256, num_layers=2, d_model=128, num_heads=2, head
                     lookup_method="approx")
 
 
-def build(devices, model=MODEL):
-  """The run of `model` on `devices`, its batch split over all of them."""
-  return loop.build_run(
-      model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                        eval_batch_size=BATCH),
-      optimizer.OptimizerConfig(), partitioner.MeshConfig(data=-1, model=1),
-      loop.TrainerConfig(), devices=devices)
+def arguments(model: ModelConfig = MODEL, mesh: Optional[partitioner.MeshConfig] = None
+              ) -> Dict[str, Any]:
+  """The run's configs, as `compile.compile_for` takes them: `model` on `mesh` (by default
+  the batch split over every device)."""
+  return dict(model=model,
+              data=DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
+                              eval_batch_size=BATCH),
+              optimizer=optimizer.OptimizerConfig(),
+              mesh=mesh or partitioner.MeshConfig(data=-1, model=1),
+              trainer=loop.TrainerConfig())
+
+
+def build(devices, model: ModelConfig = MODEL, mesh: Optional[partitioner.MeshConfig] = None):
+  """The run of `arguments(model, mesh)` on `devices`."""
+  configs = arguments(model, mesh)
+  return loop.build_run(configs["model"], configs["data"], configs["optimizer"],
+                        configs["mesh"], configs["trainer"], devices=devices)

@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from memorizing_jax import compile as compile_lib
-from memorizing_jax.data.config import DataConfig
-from memorizing_jax.train import aot, loop, optimizer, partitioner
-from small_tpu_run import BATCH, MODEL, TOPOLOGY, needs_libtpu  # pylint: disable=g-bad-import-order
+from memorizing_jax.train import aot
+from small_tpu_run import MODEL, TOPOLOGY, arguments, needs_libtpu  # pylint: disable=g-bad-import-order
 
 
 def test_reference_step_gives_the_ratio_to_xl():
@@ -18,12 +17,8 @@ def test_reference_step_gives_the_ratio_to_xl():
   devices = aot.topology_devices(TOPOLOGY)
   # Another segment length than test_aot's steps: the session's persistent compilation
   # cache would otherwise offer its compile-only TPU executables back (and warn).
-  arguments = dict(model=dataclasses.replace(MODEL, segment_length=32),
-                   data=DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                                   eval_batch_size=BATCH),
-                   optimizer=optimizer.OptimizerConfig(),
-                   mesh=partitioner.MeshConfig(data=-1, model=1), trainer=loop.TrainerConfig())
-  report = compile_lib.compile_for(devices, arguments, evaluation=False, reference=True)
+  longer = arguments(dataclasses.replace(MODEL, segment_length=32))
+  report = compile_lib.compile_for(devices, longer, evaluation=False, reference=True)
   assert report["fits"] and report["ratio_to_xl"] > 1.0 and report["cycles_ratio_to_xl"] > 1.0
   assert report["roofline_s"] == pytest.approx(report["ratio_to_xl"] * report["xl_roofline_s"])
   # The memory stays on its chips: its step adds (almost) no collective.

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from memorizing_jax.data.config import DataConfig
-from memorizing_jax.train import aot, chips, loop, optimizer, partitioner
+from memorizing_jax.train import aot, chips, partitioner
 from small_tpu_run import BATCH, MODEL, TOPOLOGY, build, needs_libtpu  # pylint: disable=g-bad-import-order
 
 
@@ -81,14 +80,9 @@ def test_a_memory_split_over_the_memory_axis_compiles_for_tpu(devices):
   """The memory's slots split over 4 chips (mesh data 1 x memory 4): each chip holds a
   quarter of every row's memory, and the chips exchange only the candidates' scores
   and slots and the summed output, far less than the memory."""
-  def split_run(model):
-    return loop.build_run(
-        model, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
-                          eval_batch_size=BATCH),
-        optimizer.OptimizerConfig(), partitioner.MeshConfig(data=1, model=1, memory=4),
-        loop.TrainerConfig(), devices=devices)
-
-  run, xl_run = split_run(MODEL), split_run(dataclasses.replace(MODEL, knn_layers=()))
+  split = partitioner.MeshConfig(data=1, model=1, memory=4)
+  run = build(devices, MODEL, split)
+  xl_run = build(devices, dataclasses.replace(MODEL, knn_layers=()), split)
   train, xl = aot.compile_train_step(run), aot.compile_train_step(xl_run)
   assert train.approx_top_k
   memory_per_chip = 2 * BATCH * MODEL.num_heads * (MODEL.memory_slots // 4) * 128 * 2
