@@ -6,8 +6,12 @@ import shutil
 import sys
 import tempfile
 
+# The tests' programs are tiny and many, so compiling them costs more than running
+# them: without LLVM's optimisations (level 0) the suite spends about a fifth less CPU
+# time (12.6 against 16.2 CPU minutes, one run each). Subprocesses inherit the flags.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests compile for TPU topologies (libtpu, no TPU) in this and other processes.
