@@ -144,28 +144,36 @@ def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: 
   low_mask = (1 << member_bits) - 1
   valid_limit = num_valid[:, None, None]
 
+  def masked(scores, first_slot):
+    """Scores of the slots first_slot, first_slot + 1, ... (last axis): EMPTY_SCORE where
+    not valid, the member index packed in if asked."""
+    slot = first_slot + jnp.arange(scores.shape[-1], dtype=jnp.int32)
+    scores = jnp.where(slot[None, None, :] < valid_limit, scores, EMPTY_SCORE)
+    if not pack_members:
+      return scores
+    bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
+    bits = (bits & ~low_mask) | (slot // bins)[None, None, :]
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
   def block_maxima(i):
     start = i * block
     key_block = jax.lax.dynamic_slice(keys, (group_start, start, 0), (groups, block, head_dim))
     scores = jnp.einsum("gqd,gsd->gqs", queries, key_block,
                         preferred_element_type=jnp.float32)
-    slot = start + jnp.arange(block, dtype=jnp.int32)
-    scores = jnp.where(slot[None, None, :] < valid_limit, scores, EMPTY_SCORE)
-    if pack_members:
-      bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
-      bits = (bits & ~low_mask) | (slot // bins)[None, None, :]
-      scores = jax.lax.bitcast_convert_type(bits, jnp.float32)
     if block // bins > MAX_SLICES:
-      return scores.reshape(groups, nq, block // bins, bins).max(axis=2)
+      return masked(scores, start).reshape(groups, nq, block // bins, bins).max(axis=2)
     if block >= bins:
-      # Elementwise maxima of the block's bin-wide slices: XLA fuses them with the
-      # masking (and packing) above into one pass over the block's scores.
-      parts = [scores[..., j * bins:(j + 1) * bins] for j in range(block // bins)]
+      # Elementwise maxima of the block's bin-wide slices, each masked (and packed) on
+      # its own: XLA fuses it all into one pass over the matmul's output. (Masking the
+      # whole block first made that a pass of its own, writing the block out again:
+      # 14 ms against 4 ms for 512 queries x 8192 slots x 64 on the 2-core CPU.)
+      parts = [masked(scores[..., j * bins:(j + 1) * bins], start + j * bins)
+               for j in range(block // bins)]
       while len(parts) > 1:
         parts = [jnp.maximum(a, b) for a, b in zip(parts[::2], parts[1::2])] + (
             [parts[-1]] if len(parts) % 2 else [])
       return parts[0]
-    return scores
+    return masked(scores, start)
 
   num_blocks = slots // block
   if block >= bins:
