@@ -5,6 +5,8 @@ import dataclasses
 import pathlib
 import random
 
+import gin
+
 from memorizing_jax import main
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
@@ -90,6 +92,7 @@ def run_entry_point(argv: list) -> int:
     return main.main(["main"])
   finally:
     main.FLAGS.unparse_flags()
+    gin.clear_config()  # main parses with finalize_config, which locks it for later parses
 
 
 # The tiny model as a run file of its own (train.gin plus the synthetic recall task),
