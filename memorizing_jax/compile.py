@@ -109,7 +109,7 @@ def describe(report: Dict[str, Any]) -> str:
     lines.append(f"  {report['ratio_to_xl']:.3f}x the XL-only step's roofline"
                  + (f", {report['cycles_ratio_to_xl']:.3f}x its cycles as the TPU compiler "
                     "estimates them" if "cycles_ratio_to_xl" in report else ""))
-  lines.append(f"  collectives per step: {report['collectives_gib']} GiB"
+  lines.append(f"  collectives per step: {report['collectives_gib']['total']} GiB"
                + (f" ({report['memory_collectives_mib']} MiB more than the XL-only step's)"
                   if "memory_collectives_mib" in report else "")
                + f"; approximate top-k: {report['approx_top_k']}")
