@@ -1,5 +1,6 @@
 """`python -m memorizing_jax.compile` and `compile_for`: a training step compiled for a
-TPU topology on this CPU host (libtpu, no TPU), reported as JSON."""
+TPU topology on this CPU host (libtpu, no TPU), reported as JSON; `describe`'s lines on
+hand-made reports."""
 import dataclasses
 import json
 import subprocess
@@ -40,3 +41,49 @@ def test_compile_command_prints_the_report(tmp_path):
   assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["fits"]
   assert report["approx_top_k"] and "ratio_to_xl" not in report
   assert "fits a 16.0 GiB v5e device" in done.stdout
+
+
+def _report(**changes):
+  """A report as `main` prints it: a v5e-16 that fits, with a reference step."""
+  report = dict(topology="v5e:4x4", devices=16, device_kind="TPU v5 lite",
+                mesh={"data": 8, "model": 2, "memory": 1}, peak_gib=7.25,
+                train_arguments_gib=3.5, train_temporaries_gib=2.125, fits=True,
+                device_hbm_gib=16.0, chip="v5e", roofline_s=0.0425, roofline_bound="memory",
+                ratio_to_xl=1.1484, cycles_ratio_to_xl=1.25,
+                collectives_gib={"all-reduce": 0.25, "total": 0.25},
+                memory_collectives_mib=0.5, approx_top_k=True)
+  report.update(changes)
+  return {k: v for k, v in report.items() if v is not None}
+
+
+def test_describe_reports_memory_fit_roofline_and_ratio_to_xl():
+  lines = compile_lib.describe(_report()).splitlines()
+  assert lines[:5] == [
+      "v5e:4x4: 16 x TPU v5 lite, mesh {'data': 8, 'model': 2, 'memory': 1}",
+      "  per device: 7.25 GiB peak (training: arguments 3.50, temporaries 2.12 GiB)",
+      "  fits a 16.0 GiB v5e device",
+      "  roofline step 42.5 ms (memory-bound; a compiled estimate, not a run)",
+      "  1.148x the XL-only step's roofline, 1.250x its cycles as the TPU compiler estimates "
+      "them"]
+  assert lines[5:] == ["  collectives per step: 0.25 GiB (0.5 MiB more than the XL-only "
+                       "step's); approximate top-k: True"]
+
+
+def test_describe_leaves_out_what_the_report_lacks():
+  lines = compile_lib.describe(_report(
+      fits=False, ratio_to_xl=None, cycles_ratio_to_xl=None, memory_collectives_mib=None,
+      approx_top_k=False)).splitlines()
+  assert lines[2] == "  DOES NOT FIT a 16.0 GiB v5e device"
+  assert not any("XL-only" in line for line in lines)
+  assert lines[-1] == "  collectives per step: 0.25 GiB; approximate top-k: False"
+  off_tpu = compile_lib.describe(_report(fits=None, ratio_to_xl=None)).splitlines()
+  assert len(off_tpu) == 3 and "fits" not in "".join(off_tpu[1:])  # no chip figures: no fit
+
+
+def test_describe_of_a_step_the_compiler_refused_is_its_error():
+  report = dict(topology="v4:2x2x4", devices=16, device_kind="TPU v4",
+                mesh={"data": 16, "model": 1, "memory": 1}, fits=False,
+                compiler_error="RESOURCE_EXHAUSTED: 40.1G of 32G hbm", peak_gib=40.1)
+  assert compile_lib.describe(report) == (
+      "v4:2x2x4: 16 x TPU v4, mesh {'data': 16, 'model': 1, 'memory': 1}\n"
+      "  DOES NOT FIT: RESOURCE_EXHAUSTED: 40.1G of 32G hbm")

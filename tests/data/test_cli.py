@@ -173,3 +173,14 @@ def test_keep_binary_files_counts_and_reads_them(capsys, tmp_path, data_dir):
   assert kept["tokens"] == len(b"x = 1\n") + 128 * 4 * 3 + 128 * 4
   assert kept["read_report"]["skipped_binary"] == 0
   assert kept["read_report"]["replaced_characters"] == 128 * 4
+
+
+def test_fail_prints_one_argparse_style_line_and_returns_the_exit_code(capsys):
+  error = FileNotFoundError("corpus folder not found:\n  /data/x  (from\t$X)")
+  assert cli.fail(error, 1) == 1
+  assert cli.fail("bad\nusage", 2) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err == ("python -m memorizing_jax.data: error: corpus folder not found: "
+                          "/data/x (from $X)\n"
+                          "python -m memorizing_jax.data: error: bad usage\n")

@@ -74,3 +74,15 @@ def test_read_joined_is_none_only_when_every_file_was_skipped(tmp_path, caplog):
   assert (report.skipped_binary, report.skipped_unreadable) == (1, 1)
   assert "missing.txt" in caplog.text
   assert documents.read_joined(tmp_path, [], report) == ""  # no files: an empty document
+
+
+@pytest.mark.parametrize("counts, problems", [
+    ({}, False),
+    ({"documents": 5, "skipped_empty": 2, "skipped_short": 3}, False),  # not about bytes
+    ({"skipped_binary": 1}, True),
+    ({"skipped_undecodable": 1}, True),
+    ({"skipped_unreadable": 1}, True),
+    ({"replaced_characters": 2, "documents_with_replacements": 1}, True),
+])
+def test_read_report_has_problems_only_for_skipped_or_replaced_bytes(counts, problems):
+  assert documents.ReadReport(**counts).has_problems is problems

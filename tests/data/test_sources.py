@@ -90,6 +90,18 @@ def test_folder_is_found_through_the_environment(tmp_path, monkeypatch):
   assert _texts(sources.FolderReader("mycorpus", "directory"), "train") == {"r": "hello\n"}
 
 
+def test_env_var_is_the_upper_cased_task_name_and_names_the_folder(tmp_path, monkeypatch):
+  assert sources.FolderReader("github", "directory").env_var == "MEMORIZING_JAX_GITHUB_DIR"
+  reader = sources.FolderReader("My_Corpus2", "file")
+  assert reader.env_var == "MEMORIZING_JAX_MY_CORPUS2_DIR"
+  monkeypatch.setenv("MEMORIZING_JAX_MY_CORPUS2_DIR", str(tmp_path))
+  assert str(reader.folder()) == str(tmp_path)
+  # A root given at registration wins over the variable.
+  root = tmp_path / "given"
+  root.mkdir()
+  assert str(sources.FolderReader("My_Corpus2", "file", root=root).folder()) == str(root)
+
+
 def test_empty_and_undecodable_documents_are_counted(tmp_path):
   # "bad": 2 undecodable bytes in 212, under documents.UNDECODABLE_SHARE: kept, replaced.
   padding = b"fine line\n" * 20

@@ -149,3 +149,10 @@ def test_repeat_name_format():
   statements = synthetic.generate_document(config, "train", 0).split(";")[:-1]
   assert config.statement_length == 4 and config.value_index == 1
   assert all(len(s) == 3 and s[0] == s[2] and s[1].isupper() for s in statements)
+
+
+def test_num_documents_is_train_documents_for_train_and_eval_documents_otherwise():
+  config = synthetic.SyntheticConfig(train_documents=7, eval_documents=2)
+  assert [config.num_documents(s) for s in ("train", "validation", "test")] == [7, 2, 2]
+  reader = synthetic.SyntheticReader(config)
+  assert [len(list(reader.documents(s))) for s in ("train", "validation", "test")] == [7, 2, 2]

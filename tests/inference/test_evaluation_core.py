@@ -180,3 +180,34 @@ def test_copy_source_buckets_follow_the_bands():
   buckets = evaluation.copy_source_buckets(np.array([0, 1, -1]), np.array([2, 0, 0]), 3,
                                            bands.__getitem__)
   np.testing.assert_array_equal(buckets, [[2, 1, 0], [2, 2, 0], [0, 0, 0]])
+
+
+def test_copy_source_split_sums_each_target_in_its_documents_band():
+  """Hand-worked: bands {0: [0, 1, 2, 1], 1: [2, 2]}; row 0 reads document 0 from
+  position 2, row 1 document 1 from 0 (its last target masked), row 2 is padding."""
+  bands = {0: np.array([0, 1, 2, 1]), 1: np.array([2, 2])}
+  split = evaluation.Split.by_copy_source((8,), bands.__getitem__)
+  assert split.name == "by_copy_source"
+  assert split.bounds == [(None, None), (0, 8), (8, None)]
+  batch = {"document_id": np.array([0, 1, -1]), "token_offset": np.array([2, 0, 0]),
+           "loss_mask": np.array([[1, 1, 1], [1, 1, 0], [0, 0, 0]], np.float32),
+           "targets": np.zeros((3, 3), np.int32)}
+  scored = evaluation.ScoredBatch(
+      batch=batch, nll=np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0], [0.0, 0.0, 0.0]]),
+      predictions=np.zeros((3, 3), np.int32),
+      nll_without_memory=np.array([[1.5, 2.0, 2.0], [5.0, 5.0, 9.0], [7.0, 7.0, 7.0]]))
+  split.add(scored)
+  split.add(scored)  # sums add up over batches
+  # Targets (bucket, loss, loss without memory): row 0: (2, 1, 1.5), (1, 2, 2), (0, 3, 2)
+  # (position 4 is past document 0: bucket 0); row 1: (2, 4, 5), (2, 5, 5).
+  np.testing.assert_array_equal(split.sums["tokens"], [2, 2, 6])
+  np.testing.assert_allclose(split.sums["loss"], [6, 4, 20])
+  np.testing.assert_allclose(split.sums["loss_without_memory"], [4, 4, 23])
+  np.testing.assert_array_equal(split.sums["gaining"], [0, 0, 4])  # 1.5 > 1 and 5 > 4
+  rows = split.rows()
+  assert [(r["start"], r["end"], r["tokens"]) for r in rows] == [
+      (None, None, 2), (0, 8, 2), (8, None, 6)]
+  assert rows[2]["perplexity"] == pytest.approx(math.exp(20 / 6))
+  assert rows[2]["perplexity_without_memory"] == pytest.approx(math.exp(23 / 6))
+  assert rows[2]["gain_share"] == pytest.approx(4 / 6)
+  assert rows[0]["gain_share"] == 0.0

@@ -1,7 +1,9 @@
-"""`inference/generation.py` directly: the sampling-settings check, `Generation`, and the
-`Decoder`'s prompt reading against the notebook API's scores (the shared tiny run)."""
+"""`inference/generation.py` directly: the sampling-settings check, `Generation`, the
+`Decoder`'s prompt reading against the notebook API's scores (the shared tiny run), and
+`sample` against the argmax and numpy's softmax."""
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -81,3 +83,37 @@ def test_read_prompts_gives_the_next_token_logits_the_full_pass_scores(loaded):
       score = loaded.score(np.append(prompt, token))
       assert log_probs[row, token] == pytest.approx(-score.loss[-1], abs=1e-4)
       assert int(np.argmax(log_probs[row])) == score.predictions[-1]
+
+
+_SAMPLE = jax.jit(generation.sample)  # the settings are traced: one program for all
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [
+    (0.0, 0, 1.0),    # greedy
+    (0.0, 4, 0.5),    # greedy whatever the filters
+    (1.5, 1, 1.0),    # sampling from the best token alone
+    (1.5, 0, 1e-6),   # a nucleus that holds the best token alone
+])
+def test_sample_gives_the_argmax_when_greedy_or_one_token_is_left(temperature, top_k, top_p):
+  logits = np.random.default_rng(0).normal(size=(6, 11)).astype(np.float32)
+  keys = jax.random.split(jax.random.key(0), 6)
+  got = _SAMPLE(logits, keys, np.float32(temperature), np.int32(top_k), np.float32(top_p))
+  assert got.dtype == np.int32
+  np.testing.assert_array_equal(np.asarray(got), logits.argmax(axis=-1))
+
+
+def test_sample_draws_each_row_from_the_filtered_softmax_at_the_temperature():
+  """20000 rows of the same logits, each with its own key: the tokens' frequencies are
+  numpy's softmax(logits / T) over the top 3 (at most 0.01 off; the binomial's standard
+  deviation is <= 0.0036), and no other token is drawn."""
+  rows, temperature = 20000, 2.0
+  logits = np.array([1.0, 3.0, -1.0, 2.5, 0.0, 2.0], np.float32)
+  keys = jax.random.split(jax.random.key(1), rows)
+  got = np.asarray(_SAMPLE(np.tile(logits, (rows, 1)), keys, np.float32(temperature),
+                           np.int32(3), np.float32(1.0)))
+  top3 = np.argsort(-logits)[:3]  # tokens 1, 3, 5
+  want = np.zeros(len(logits))
+  want[top3] = np.exp(logits[top3] / temperature) / np.exp(logits[top3] / temperature).sum()
+  frequencies = np.bincount(got, minlength=len(logits)) / rows
+  np.testing.assert_allclose(frequencies, want, atol=0.01)
+  assert set(np.unique(got)) == set(top3.tolist())

@@ -54,6 +54,22 @@ def test_config_accepts_gin_style_values():
   assert M.ModelConfig(**{**SMALL, "memory_slots": 8}).memory_slots == 8
 
 
+@pytest.mark.parametrize("given, dtype", [
+    ("float32", jnp.float32), ("bfloat16", jnp.bfloat16), ("float16", jnp.float16),
+    (jnp.bfloat16, jnp.bfloat16), (np.float16, jnp.float16)])
+def test_compute_dtype_sets_the_xl_cache_dtype_and_leaves_parameters_float32(given, dtype):
+  cfg = M.ModelConfig(**{**SMALL, "compute_dtype": given})
+  assert cfg.compute_jnp_dtype == dtype
+  state = M.init_state(cfg, 2)
+  assert {c.keys.dtype for c in state.xl_caches} == {c.values.dtype for c in state.xl_caches} \
+      == {jnp.dtype(dtype)}
+  assert state.memories[0].keys.dtype == jnp.float32  # the memory's own dtype
+  variables = jax.eval_shape(M.MemorizingTransformer(cfg).init, jax.random.PRNGKey(0),
+                             jnp.zeros((2, 8), jnp.int32), state, jnp.ones((2,), bool))
+  params = jax.tree.leaves(nn.meta.unbox(variables["params"]))
+  assert {leaf.dtype for leaf in params} == {jnp.dtype(jnp.float32)}
+
+
 @pytest.mark.parametrize("overrides, temperature, gate_bias", [
     ({}, 8 ** 0.5, 0.0),                       # head_dim 8: sqrt(8), gate 0.5
     ({"temperature_init": 16.0, "gate_bias_init": -2.0}, 16.0, -2.0)])

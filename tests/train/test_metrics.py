@@ -1,5 +1,6 @@
 """The training summaries: speed figures (step time, tokens per device, FLOPs
-utilisation) and values TensorBoard can store, whatever the loss."""
+utilisation) and values TensorBoard can store, whatever the loss; the evaluation
+summaries, text summaries and the progress bar."""
 import math
 import time
 
@@ -84,3 +85,52 @@ def test_the_accumulator_keeps_an_interval_on_device_until_fetched():
   assert len(accumulator) == 0
   accumulator.add(9, {"loss_sum": jnp.float32(1.0), "tokens": jnp.float32(4.0)})
   assert accumulator.fetch()[0] == 9  # the next interval starts afresh
+
+
+def test_advance_moves_the_progress_bar_on_from_the_start_step(tmp_path, capsys):
+  logger = metrics.MetricsLogger(str(tmp_path), 3, 10, progress_bar=True)
+  logger.advance()
+  logger.advance(2)
+  logger.close()
+  renders = capsys.readouterr().err.replace("\n", "\r").split("\r")
+  shown = [r.split("|")[-1].split()[0] for r in renders if "|" in r]
+  assert shown[0] == "3/10" and shown[-1] == "6/10"  # 3 + 1 + 2 of 10 steps
+
+
+def test_write_eval_writes_the_eval_scalars_and_prints_one_line(tmp_path, capsys):
+  scalars = {"loss": 1.0, "perplexity": math.e, "bits_per_token": 1 / math.log(2),
+             "accuracy": 0.375, "tokens": 64.0}
+  logger = metrics.MetricsLogger(str(tmp_path), 0, 10, progress_bar=False)
+  logger.write_eval(5, scalars)
+  logger.close()
+  assert read_scalars(tmp_path / "eval") == {
+      tag: {5: pytest.approx(value)} for tag, value in scalars.items()}
+  assert read_scalars(tmp_path / "train") == {}  # nothing among the training scalars
+  assert capsys.readouterr().out == (
+      "eval at step 5: perplexity 2.718, loss 1.0000, bits/token 1.4427, accuracy 0.3750 "
+      "over 64 tokens\n")
+
+
+def _read_texts(directory):
+  """{tag: {step: text}} of the text summaries in the event files under `directory`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path in sorted(directory.glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "text":
+          out.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor).item()
+  return out
+
+
+def test_write_text_lands_in_the_train_events_and_a_failure_only_logs(tmp_path, caplog):
+  logger = metrics.MetricsLogger(str(tmp_path), 0, 10, progress_bar=False)
+  logger.write_text(2, "config", "model.d_model = 32\n")
+  with caplog.at_level("WARNING"):
+    logger.write_text(3, "bad", object())  # not text: the writer refuses it
+  assert "could not write the text 'bad' of step 3" in caplog.text
+  assert "training goes on" in caplog.text
+  logger.write_text(4, "config", "again")
+  logger.close()
+  assert _read_texts(tmp_path / "train") == {"config": {2: b"model.d_model = 32\n",
+                                                        4: b"again"}}

@@ -12,7 +12,7 @@ the same tests show restores across topologies: 1 process -> 2 processes
 
 The agreement helpers the loop and the data use (`any_process`, `largest_on_any_process`,
 `on_process_zero`) are also checked alone: one process, and several with the gather
-simulated.
+simulated; and `DistributedConfig.explicit`.
 """
 import json
 import os
@@ -201,3 +201,15 @@ def test_on_process_zero_runs_there_only_and_fails_everywhere_together(monkeypat
   _as_process(monkeypatch, 0, others=[0])  # process 0 fails: it raises its own error
   with pytest.raises(KeyError, match="mine"):
     multihost.on_process_zero(lambda: {}["mine"], elsewhere)
+
+
+@pytest.mark.parametrize("kwargs, explicit", [
+    ({}, False),
+    ({"mode": "on"}, False),  # "on" alone lets JAX detect the cluster: nothing given
+    ({"process_id": 0}, False),  # a process id alone names no run
+    ({"coordinator_address": "10.0.0.2:8476"}, True),
+    ({"num_processes": 2}, True),
+    ({"mode": "off", "coordinator_address": "h:1", "num_processes": 2, "process_id": 1}, True),
+])
+def test_explicit_means_a_coordinator_address_or_a_process_count_was_given(kwargs, explicit):
+  assert multihost.DistributedConfig(**kwargs).explicit is explicit

@@ -1,5 +1,5 @@
-"""The mesh from its config, and the sharding layout of parameters, optimizer state and
-model state (golden layouts)."""
+"""The mesh from its config, the sharding layout of parameters, optimizer state and
+model state (golden layouts), how the batch splits over the mesh, and `in_mesh`."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from memorizing_jax.model import axes
 from memorizing_jax.model.state import init_state
 from memorizing_jax.model.transformer import MemorizingTransformer
 from memorizing_jax.train import optimizer, partitioner, train_state
@@ -123,3 +124,65 @@ def test_the_batch_must_split_over_the_processes():
   mesh.check_processes_feed_distinct_rows(2)
   with pytest.raises(ValueError, match=r"split 2 ways.*4 processes"):
     mesh.check_processes_feed_distinct_rows(4)
+
+
+def _rules(**changes):
+  """The default logical-axis rules with some names mapped elsewhere."""
+  return tuple((name, changes.get(name, axis)) for name, axis in axes.DEFAULT_LOGICAL_AXIS_RULES)
+
+
+@pytest.mark.parametrize("mesh, rules, shards", [
+    ((4, 2, 1), None, 4),                            # rows over data
+    ((2, 2, 2), None, 2),                            # model and memory hold whole rows
+    ((8, 1, 1), None, 8),
+    ((4, 2, 1), _rules(batch=("data", "model")), 8),  # rows over data x model
+    ((4, 2, 1), _rules(batch=None), 1),               # rows replicated
+])
+def test_batch_shards_is_the_product_of_the_mesh_axes_the_batch_maps_to(mesh, rules, shards):
+  data, model, memory = mesh
+  part = partitioner.Partitioner(partitioner.MeshConfig(data=data, model=model, memory=memory,
+                                                        logical_axis_rules=rules))
+  assert part.batch_shards() == shards
+
+
+def test_check_batch_size_accepts_multiples_of_the_batch_shards_and_names_the_fix():
+  part = partitioner.Partitioner(partitioner.MeshConfig(data=4, model=2))
+  for size in (4, 8, 12):
+    part.check_batch_size(size)
+  with pytest.raises(ValueError) as error:
+    part.check_batch_size(6, "DataConfig.eval_batch_size")
+  assert str(error.value) == (
+      "DataConfig.eval_batch_size=6 does not divide over the 4 data-parallel devices of the "
+      "mesh {'data': 4, 'model': 2, 'memory': 1}; use a multiple of 4")
+  with pytest.raises(ValueError, match=r"^batch_size=2 does not divide"):
+    part.check_batch_size(2)
+  across = partitioner.Partitioner(partitioner.MeshConfig(
+      data=4, model=2, logical_axis_rules=_rules(batch=("data", "model"))))
+  across.check_batch_size(8)
+  with pytest.raises(ValueError, match="over the 8 data-parallel devices"):
+    across.check_batch_size(4)
+
+
+def test_in_mesh_traces_with_the_partitioners_mesh_and_rules():
+  shape = (8, 4, 64, 16)  # a memory's [batch, heads, slots, head_dim]
+
+  def memory_spec():
+    return axes.ambient_spec(axes.MEMORY_AXES, shape)
+
+  def traced_spec(part):
+    """The spec `memory_spec` gives while jit traces `part.in_mesh` of a step."""
+    seen = []
+
+    def step(x):
+      seen.append(memory_spec())
+      return x + 1
+
+    assert int(jax.jit(part.in_mesh(step))(1)) == 2
+    return seen[0]
+
+  part = partitioner.Partitioner(partitioner.MeshConfig(data=2, model=2, memory=2))
+  assert part.in_mesh(memory_spec)() == traced_spec(part) == P("data", "model", "memory", None)
+  other = partitioner.Partitioner(partitioner.MeshConfig(
+      data=2, model=2, memory=2, logical_axis_rules=_rules(heads=None, batch="model")))
+  assert other.in_mesh(memory_spec)() == traced_spec(other) == P("model", None, "memory", None)
+  assert memory_spec() is None  # no mesh outside

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -209,3 +210,93 @@ def test_lock_workdir_on_another_process_takes_nothing_and_shares_a_refusal(tmp_
     lock_workdir(str(tmp_path), stale_after_s=600)
   assert str(error.value) == (f"workdir {tmp_path} is in use by another training run "
                               "(process 0's log names it)")
+
+
+def test_this_process_names_this_host_and_pid_with_a_new_token_each_time():
+  before = time.time()
+  first, second = LockHolder.this_process(), LockHolder.this_process()
+  assert (first.host, first.pid) == (socket.gethostname(), os.getpid())
+  assert before <= first.started == first.heartbeat <= second.started <= time.time()
+  assert len(first.token) == 32 and int(first.token, 16) >= 0  # a uuid4's hex
+  assert first.token != second.token
+
+
+def test_from_json_reads_to_json_back_and_coerces_the_field_types():
+  holder = LockHolder("host-a", 1234, 1700000000.25, 1700000042.5, "abc")
+  assert json.loads(holder.to_json()) == dict(host="host-a", pid=1234, started=1700000000.25,
+                                              heartbeat=1700000042.5, token="abc")
+  assert LockHolder.from_json(holder.to_json()) == holder
+  loose = '{"host": 7, "pid": "12", "started": 1, "heartbeat": "2.5", "token": 5, "x": 0}'
+  assert LockHolder.from_json(loose) == LockHolder("7", 12, 1.0, 2.5, "5")
+  with pytest.raises(KeyError, match="token"):
+    LockHolder.from_json('{"host": "h", "pid": 1, "started": 1, "heartbeat": 1}')
+
+
+def test_describe_gives_the_local_start_time_and_the_heartbeat_age():
+  started = 1700000000.0
+  local = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
+  old = LockHolder("host-a", 99, started, time.time() - 120, "t")
+  assert old.describe() == f"host host-a, pid 99, started {local}, last heartbeat 120 s ago"
+  future = LockHolder("host-a", 99, started, time.time() + 30, "t")  # another host's clock
+  assert future.describe().endswith("last heartbeat 0 s ago")
+
+
+def _heartbeat(workdir):
+  return json.loads((workdir / LOCK_NAME).read_text())["heartbeat"]
+
+
+def _beating():
+  return [t for t in threading.enumerate() if t.name == "workdir-lock-heartbeat"]
+
+
+def test_start_heartbeat_refreshes_the_lock_until_stop_heartbeat(tmp_path):
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  lock.acquire()
+  handler = signal.getsignal(signal.SIGTERM)
+  try:
+    first = _heartbeat(tmp_path)
+    lock.start_heartbeat(0.02)
+    assert signal.getsignal(signal.SIGTERM) == handler  # only `hold` installs a handler
+    deadline = time.time() + 10
+    while _heartbeat(tmp_path) == first and time.time() < deadline:
+      time.sleep(0.01)
+    assert _heartbeat(tmp_path) > first
+    lock.stop_heartbeat()
+    assert not _beating()
+    stopped = _heartbeat(tmp_path)
+    time.sleep(0.1)  # five periods
+    assert _heartbeat(tmp_path) == stopped
+  finally:
+    lock.release()
+
+
+def test_the_heartbeat_thread_ends_when_another_run_takes_the_lock(tmp_path, caplog):
+  lock = WorkdirLock(str(tmp_path), stale_after_s=600)
+  lock.acquire()
+  other = _write_lock(tmp_path, "other-host", 7, heartbeat_age_s=0)
+  with caplog.at_level("ERROR"):
+    lock.start_heartbeat(0.02)
+    deadline = time.time() + 10
+    while _beating() and time.time() < deadline:
+      time.sleep(0.01)
+  assert not _beating()
+  assert "was taken over by host other-host, pid 7" in caplog.text
+  assert (tmp_path / LOCK_NAME).read_text() == other.to_json()  # left as the other run wrote it
+  lock.release()
+  assert (tmp_path / LOCK_NAME).read_text() == other.to_json()
+
+
+def test_hold_keeps_a_sigterm_handler_that_was_already_installed(tmp_path):
+  def own_handler(signum, frame):
+    del signum, frame
+
+  previous = signal.signal(signal.SIGTERM, own_handler)
+  try:
+    lock = WorkdirLock(str(tmp_path), stale_after_s=600).hold()
+    assert signal.getsignal(signal.SIGTERM) is own_handler
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.holder.token
+    lock.release()
+    assert signal.getsignal(signal.SIGTERM) is own_handler
+    assert not (tmp_path / LOCK_NAME).exists() and not _beating()
+  finally:
+    signal.signal(signal.SIGTERM, previous)
