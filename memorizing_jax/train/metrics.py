@@ -154,13 +154,6 @@ class MetricsLogger:
                     f"loss {scalars['loss']:.4f}, bits/token {scalars['bits_per_token']:.4f}, "
                     f"accuracy {scalars['accuracy']:.4f} over {int(scalars['tokens'])} tokens")
 
-  def write_text(self, step: int, name: str, text: str) -> None:
-    try:
-      self._train.write_texts(step, {name: text})
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("could not write the text %r of step %d (%s); training goes on",
-                      name, step, e)
-
   @staticmethod
   def _write_scalars(writer, step: int, scalars: Mapping[str, Any]) -> None:
     """Writes `scalars` as TensorBoard can store them; a failure only logs a warning."""

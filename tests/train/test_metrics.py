@@ -109,28 +109,3 @@ def test_write_eval_writes_the_eval_scalars_and_prints_one_line(tmp_path, capsys
   assert capsys.readouterr().out == (
       "eval at step 5: perplexity 2.718, loss 1.0000, bits/token 1.4427, accuracy 0.3750 "
       "over 64 tokens\n")
-
-
-def _read_texts(directory):
-  """{tag: {step: text}} of the text summaries in the event files under `directory`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  out = {}
-  for path in sorted(directory.glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == "text":
-          out.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor).item()
-  return out
-
-
-def test_write_text_lands_in_the_train_events_and_a_failure_only_logs(tmp_path, caplog):
-  logger = metrics.MetricsLogger(str(tmp_path), 0, 10, progress_bar=False)
-  logger.write_text(2, "config", "model.d_model = 32\n")
-  with caplog.at_level("WARNING"):
-    logger.write_text(3, "bad", object())  # not text: the writer refuses it
-  assert "could not write the text 'bad' of step 3" in caplog.text
-  assert "training goes on" in caplog.text
-  logger.write_text(4, "config", "again")
-  logger.close()
-  assert _read_texts(tmp_path / "train") == {"config": {2: b"model.d_model = 32\n",
-                                                        4: b"again"}}
