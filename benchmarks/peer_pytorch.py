@@ -264,6 +264,8 @@ def jax_worker(args) -> None:
   import jax.numpy as jnp
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import step_time
+  from memorizing_jax import host_memory
+  host_memory.reuse_freed_memory_on_cpu()  # as step_time.py does
 
   protocol, sys.stdout = sys.stdout, sys.stderr  # only protocol lines on the pipe
   base = step_time.CPU_CONFIG

@@ -53,7 +53,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import step_time  # noqa: E402
+import step_time  # noqa: E402  (puts the repository on the path)
+from memorizing_jax import host_memory  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([a-z][\w\-]*)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{\s*$")
@@ -298,6 +299,7 @@ def main(argv=None) -> None:
                       help="instead of tracing: time this many steps compiled with and "
                            "without the --xla_option's, interleaved")
   args = parser.parse_args(argv)
+  host_memory.reuse_freed_memory_on_cpu()  # as step_time.py does
 
   config = dataclasses.replace(step_time.CPU_CONFIG, **step_time.VARIANTS[args.variant])
   if args.lookup_method:

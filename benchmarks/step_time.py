@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
+from memorizing_jax import host_memory  # noqa: E402
 from memorizing_jax import model as M  # noqa: E402
 
 # 4 layers, d 512, 8 x 64, MLP 2048: its memory share of FLOPs resembles the 200M model's.
@@ -155,6 +156,7 @@ def main(argv=None) -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--lookup_method", default=None, help="override: exact or approx")
   args = parser.parse_args(argv)
+  host_memory.reuse_freed_memory_on_cpu()  # before JAX runs anything
 
   base = PAPER_200M if args.paper_200m else CPU_CONFIG
   if args.lookup_method:

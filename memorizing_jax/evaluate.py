@@ -37,6 +37,7 @@ from absl import flags  # noqa: E402
 
 from memorizing_jax import command_line  # noqa: E402  (--workdir, --out)
 from memorizing_jax import evaluation_output  # noqa: E402
+from memorizing_jax import host_memory  # noqa: E402
 from memorizing_jax.checkpoint_evaluation import EvaluationConfig  # noqa: E402
 from memorizing_jax.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # noqa: E402
@@ -105,6 +106,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; flags are --workdir=... etc.")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
+  host_memory.reuse_freed_memory_on_cpu()  # before JAX's backend starts
   command_line.hide_accelerators_from_tensorflow()
   try:
     config = _config_from_flags()

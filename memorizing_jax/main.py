@@ -38,6 +38,7 @@ import gin
 
 from memorizing_jax import command_line
 from memorizing_jax import gin_errors
+from memorizing_jax import host_memory
 from memorizing_jax.gin_errors import ConfigError
 from memorizing_jax.train import multihost
 
@@ -195,6 +196,7 @@ def main(argv: Sequence[str]) -> Optional[int]:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use --gin_file/--gin_param")
+  host_memory.reuse_freed_memory_on_cpu()  # before JAX's backend starts
   params = list(FLAGS.gin_param)
   if FLAGS.profile_steps:
     params.append(f"loop.TrainerConfig.profile_steps = {FLAGS.profile_steps}")

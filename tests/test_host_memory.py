@@ -1,0 +1,74 @@
+"""`host_memory`: after `reuse_freed_memory`, a large buffer freed and allocated again by a
+worker thread (as XLA's CPU runtime does each step) faults in no new pages; without it,
+every page again. Each case runs in its own process: the settings are process-wide."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memorizing_jax import host_memory
+
+# Allocates (posix_memalign, as XLA's CPU runtime does), writes and frees a 256 MiB
+# buffer twice on a worker thread; prints the page faults of the second time
+# (`getrusage`, the kernel's count).
+_REALLOCATE = """
+import ctypes, resource, sys, threading
+from memorizing_jax import host_memory
+applied = host_memory.reuse_freed_memory() if sys.argv[1] == "reuse" else False
+libc = ctypes.CDLL("libc.so.6")
+size = 1 << 28
+faults = []
+def step():
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  pointer = ctypes.c_void_p()
+  assert libc.posix_memalign(ctypes.byref(pointer), 64, ctypes.c_size_t(size)) == 0
+  ctypes.memset(pointer, 1, size)
+  libc.free(pointer)
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+for _ in range(2):
+  worker = threading.Thread(target=step)
+  worker.start()
+  worker.join()
+print(applied, faults[1])
+"""
+PAGES = (1 << 28) // 4096  # pages of the buffer
+
+
+def _second_time_faults(mode: str):
+  done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True,
+                        text=True, timeout=120, check=True)
+  applied, faults = done.stdout.split()
+  return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_freed_buffer_is_reused_without_faulting_its_pages_again():
+  applied, faults = _second_time_faults("reuse")
+  assert applied
+  assert faults < 0.01 * PAGES
+  applied, faults = _second_time_faults("default")
+  assert not applied
+  assert faults > 0.9 * PAGES  # glibc unmapped it: every page faults again
+
+
+@pytest.mark.parametrize("platforms, cpu_only", [("cpu", True), ("tpu", False),
+                                                 ("cuda,cpu", False), (" cpu ", True)])
+def test_cpu_only_follows_jax_platforms(monkeypatch, platforms, cpu_only):
+  monkeypatch.setenv("JAX_PLATFORMS", platforms)
+  assert host_memory.cpu_only() is cpu_only
+
+
+def test_without_jax_platforms_an_accelerator_device_file_means_not_cpu_only(tmp_path):
+  """In a process of its own, JAX_PLATFORMS unset."""
+  code = ("import sys; from memorizing_jax import host_memory; "
+          "host_memory.ACCELERATOR_DEVICE_FILES = (sys.argv[1],); print(host_memory.cpu_only())")
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+
+  def cpu_only():
+    return subprocess.run([sys.executable, "-c", code, str(tmp_path / "accel*")], env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+  assert cpu_only() == "True"
+  (tmp_path / "accel0").touch()
+  assert cpu_only() == "False"
