@@ -44,7 +44,8 @@ from memorizing_jax import main  # noqa: E402
 from memorizing_jax.data import tasks  # noqa: E402
 from memorizing_jax.data.config import DataConfig  # noqa: E402
 from memorizing_jax.model.config import ModelConfig  # noqa: E402
-from memorizing_jax.train import loop, optimizer, partitioner  # noqa: E402
+from memorizing_jax.train import optimizer, partitioner  # noqa: E402
+from memorizing_jax.train.trainer_config import TrainerConfig  # noqa: E402
 import tiny_runs  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
@@ -106,8 +107,8 @@ def tiny(corpus) -> tiny_runs.Configs:
       optimizer=optimizer.OptimizerConfig(
           schedule=optimizer.ScheduleConfig(peak_learning_rate=0.01, warmup_steps=4)),
       mesh=partitioner.MeshConfig(data=4, model=2),
-      trainer=loop.TrainerConfig(total_steps=8, log_every=1, eval_every=0, eval_batches=3,
-                                 checkpoint_every=4, keep_checkpoints=5, progress_bar=False))
+      trainer=TrainerConfig(total_steps=8, log_every=1, eval_every=0, eval_batches=3,
+                            checkpoint_every=4, keep_checkpoints=5, progress_bar=False))
 
 
 @pytest.fixture

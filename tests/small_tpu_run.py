@@ -8,6 +8,7 @@ import pytest
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import loop, optimizer, partitioner
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 
 def needs_libtpu():
@@ -33,7 +34,7 @@ def arguments(model: ModelConfig = MODEL, mesh: Optional[partitioner.MeshConfig]
                               eval_batch_size=BATCH),
               optimizer=optimizer.OptimizerConfig(),
               mesh=mesh or partitioner.MeshConfig(data=-1, model=1),
-              trainer=loop.TrainerConfig())
+              trainer=TrainerConfig())
 
 
 def build(devices, model: ModelConfig = MODEL, mesh: Optional[partitioner.MeshConfig] = None):

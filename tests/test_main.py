@@ -10,6 +10,7 @@ from memorizing_jax import main
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import loop, optimizer, partitioner
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 from tiny_runs import run_entry_point  # pylint: disable=g-bad-import-order
 
@@ -30,7 +31,7 @@ def _configs():
   """The configs gin builds (each validates itself on construction)."""
   return {cls.__name__: gin.get_configurable(cls)() for cls in
           (ModelConfig, DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
-           loop.TrainerConfig)}
+           TrainerConfig)}
 
 
 def test_layout_has_every_file_the_issue_names():

@@ -10,7 +10,8 @@ import gin
 from memorizing_jax import main
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import loop, optimizer, partitioner
+from memorizing_jax.train import optimizer, partitioner
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 TASK = "train_tests_corpus"
 # A byte vocabulary has 259 ids; 264 splits evenly over 8 devices. The exact lookup:
@@ -49,7 +50,7 @@ class Configs:
   data: DataConfig
   optimizer: optimizer.OptimizerConfig
   mesh: partitioner.MeshConfig
-  trainer: loop.TrainerConfig
+  trainer: TrainerConfig
 
   def replace(self, **changes) -> "Configs":
     """Changes fields of the member configs: replace(model=dict(d_model=64), ...)."""

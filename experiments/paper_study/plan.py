@@ -23,8 +23,8 @@ import gin
 from memorizing_jax import main as main_lib
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
-from memorizing_jax.train import loop
 from memorizing_jax.train import optimizer
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -147,7 +147,7 @@ def configured(spec: RunSpec, runs_dir: str, *classes) -> list:
 def read_config(spec: RunSpec) -> RunSpec:
   """`spec` with the steps, batch size, segment length, memory size and XL flag that
   its gin files and bindings configure (what its record reports)."""
-  data, model, trainer = configured(spec, "", DataConfig, ModelConfig, loop.TrainerConfig)
+  data, model, trainer = configured(spec, "", DataConfig, ModelConfig, TrainerConfig)
   return dataclasses.replace(
       spec, steps=trainer.total_steps, batch_size=data.batch_size,
       segment_length=model.segment_length,

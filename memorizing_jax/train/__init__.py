@@ -15,5 +15,10 @@
   loss_guard    stop before saving when the loss is NaN, infinite or above a ceiling
   workdir_lock  one run per workdir: a lock file with the holder's host, pid, heartbeat
   multihost     jax.distributed start-up (TPU pods, flags, env) and cross-process agreement
-  loop          TrainerConfig and `train`, the function the gin files configure
+  trainer_config
+                TrainerConfig: how long to train, how often to log, evaluate and save
+  interruption  SIGTERM -> save and stop, at the same step on every process
+  profiling     a jax.profiler trace of a window of training steps
+  loop          `train`, the function the gin files configure (they name TrainerConfig
+                `loop.TrainerConfig`: loop imports it)
 """

@@ -8,14 +8,16 @@ then steps, logs, evaluates and checkpoints until `total_steps`, a SIGTERM, or a
 diverging loss. Process 0 holds the workdir's lock (train/workdir_lock.py) from
 before the first write to the workdir until the end, so a second run on the same
 workdir refuses to start.
+
+Its config, `TrainerConfig`, lives in train/trainer_config.py (gin files bind it
+as `loop.TrainerConfig`), stopping on SIGTERM in train/interruption.py and the
+profiler trace in train/profiling.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -35,105 +37,19 @@ from memorizing_jax.train import chips
 from memorizing_jax.train import compiled
 from memorizing_jax.train import evaluation
 from memorizing_jax.train import inputs as inputs_lib
+from memorizing_jax.train import interruption
 from memorizing_jax.train import loss_guard
 from memorizing_jax.train import metrics as metrics_lib
-from memorizing_jax.train import multihost
 from memorizing_jax.train import optimizer as optimizer_lib
+from memorizing_jax.train import profiling
 from memorizing_jax.train import run_vocabulary
 from memorizing_jax.train import steps as steps_lib
 from memorizing_jax.train import train_state as train_state_lib
 from memorizing_jax.train import workdir_lock
 from memorizing_jax.train.loss_guard import LossAboveCeilingError, NonFiniteLossError
 from memorizing_jax.train.partitioner import MeshConfig, Partitioner
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-  """How long to train and how often to log, evaluate and checkpoint.
-
-  Attributes:
-    total_steps: train until the step counter reaches this.
-    log_every: write training metrics every this many steps.
-    eval_every: evaluate every this many steps (0: only at the end).
-    eval_batches: evaluate on at most this many batches (None: the whole split).
-    checkpoint_every: save every this many steps (and always at the end).
-    keep_checkpoints: how many recent checkpoints to keep.
-    async_checkpoints: write checkpoints in the background.
-    seed: parameter initialisation and dropout.
-    progress_bar: show a tqdm progress bar on the first process.
-    stop_check_every: in a multi-process run, every this many steps the processes
-      agree whether any of them received SIGTERM (then all save and stop together);
-      each check waits for the step in flight. One process checks every step.
-    profile_steps: trace this many steps with `jax.profiler` (from the run's second
-      step on: the first one warms up) into `<workdir>/profile`, for TensorBoard's
-      profile plugin or Perfetto; 0: no trace.
-    max_loss: stop the run (`LossAboveCeilingError`, before saving) when a step's mean
-      training loss, nats per token, is above this; None: stop only on a NaN or
-      infinite loss. A diverging run's loss first jumps far above ln(vocab_size)
-      (5.5 for the byte vocabulary, 10.4 for 32K), e.g. max_loss = 20.
-    lock_stale_after_s: seconds after which the workdir lock of a run on another
-      host whose heartbeat stopped is taken over (the running holder refreshes it
-      every tenth of this); on the same host a lock is taken over as soon as its
-      process has ended.
-  """
-
-  total_steps: int = 1000
-  log_every: int = 50
-  eval_every: int = 0
-  eval_batches: Optional[int] = None
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  async_checkpoints: bool = True
-  seed: int = 0
-  progress_bar: bool = True
-  stop_check_every: int = 10
-  profile_steps: int = 0
-  max_loss: Optional[float] = None
-  lock_stale_after_s: float = 600.0
-
-  def __post_init__(self):
-    for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                 "stop_check_every"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)}")
-    if self.profile_steps < 0:
-      raise ValueError(f"TrainerConfig.profile_steps must be >= 0, got {self.profile_steps}")
-    if self.eval_every < 0:
-      raise ValueError(f"TrainerConfig.eval_every must be >= 0, got {self.eval_every}")
-    if self.eval_batches is not None and self.eval_batches < 1:
-      raise ValueError("TrainerConfig.eval_batches must be positive or None, got "
-                       f"{self.eval_batches}")
-    if self.max_loss is not None and not self.max_loss > 0:
-      raise ValueError(f"TrainerConfig.max_loss must be positive or None, got {self.max_loss}")
-    if not self.lock_stale_after_s > 0:
-      raise ValueError("TrainerConfig.lock_stale_after_s must be positive, got "
-                       f"{self.lock_stale_after_s}")
-
-
-class _Profiler:
-  """Traces the updates that start at step counters `first_step .. first_step + steps - 1`
-  with `jax.profiler`."""
-
-  def __init__(self, directory: str, first_step: int, steps: int):
-    self.directory, self.first_step, self.last_step = directory, first_step, first_step + steps
-    self.active = False
-
-  def before_step(self, step: int) -> None:
-    if step == self.first_step and self.last_step > self.first_step:
-      jax.profiler.start_trace(self.directory)
-      self.active = True
-
-  def after_step(self, step: int, state: Any) -> None:
-    if self.active and step >= self.last_step:
-      jax.block_until_ready(state)  # the traced steps' device work, not only their dispatch
-      self.stop()
-      logging.info("profile of steps %d-%d written to %s", self.first_step + 1, step,
-                   self.directory)
-
-  def stop(self) -> None:
-    if self.active:
-      jax.profiler.stop_trace()
-      self.active = False
+# Also `loop.TrainerConfig`: the name gin files (and old workdirs' config.gin) bind.
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 
 @dataclasses.dataclass
@@ -240,40 +156,6 @@ def run_evaluation(run: Run, params: Any, vocabulary, max_batches: Optional[int]
                              run.partitioner.global_batch, max_batches)
 
 
-def _agreed_stop(requested: bool, step: int, every: int) -> bool:
-  """Whether to save and stop now; the same answer on every process.
-
-  One process stops as soon as it is asked; several agree every `every` steps
-  (a collective), since a save that one process starts alone never finishes.
-  """
-  if jax.process_count() == 1:
-    return requested
-  return step % every == 0 and multihost.any_process(requested)
-
-
-class _StopOnSignal:
-  """Turns SIGTERM into a flag the loop checks after each step (save, then exit)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    logging.warning("received signal %d: saving a checkpoint and stopping", signum)
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-    return False
-
-
 def train(*, workdir: str, model: ModelConfig = ModelConfig(),
           data: DataConfig = DataConfig(),
           optimizer: optimizer_lib.OptimizerConfig = optimizer_lib.OptimizerConfig(),
@@ -336,12 +218,12 @@ def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: Traine
       progress_bar=trainer.progress_bar, devices=run.partitioner.mesh.size,
       step_flops_per_device=compiled.flops_per_device(train_step),
       peak_flops_per_device=device_peak.peak_flops if device_peak else None)
-  profiler = _Profiler(os.path.join(workdir, "profile"), first_step=step + 1,
-                       steps=trainer.profile_steps)
+  profiler = profiling.Profiler(os.path.join(workdir, "profile"), first_step=step + 1,
+                                steps=trainer.profile_steps)
   accumulator = metrics_lib.MetricsAccumulator()
   tokens_per_step = data.batch_size * model.segment_length
   try:
-    with _StopOnSignal() as stop:
+    with interruption.StopOnSignal() as stop:
       stopping = False
       while step < trainer.total_steps and not stopping:
         batch = run.partitioner.global_batch(inputs_lib.model_inputs(next(stream)))
@@ -351,7 +233,7 @@ def _train_in_locked_workdir(workdir: str, run: Run, vocabulary, trainer: Traine
         step += 1
         profiler.after_step(step, state)
         logger.advance()
-        stopping = _agreed_stop(stop.requested, step, trainer.stop_check_every)
+        stopping = interruption.agreed_stop(stop.requested, step, trainer.stop_check_every)
         first_step = step == result.step + 1
         save = step % trainer.checkpoint_every == 0 or step == trainer.total_steps
         if first_step or save or stopping or step % trainer.log_every == 0:

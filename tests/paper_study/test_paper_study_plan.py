@@ -39,10 +39,11 @@ def _recorded_command(record):
 def _configs(files, params):
   from memorizing_jax.data.config import DataConfig  # pylint: disable=g-import-not-at-top
   from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import optimizer, partitioner  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train.trainer_config import TrainerConfig  # pylint: disable=g-import-not-at-top
   spec = study_plan.RunSpec("s", "r", "l", files, extra_gin_params=tuple(params))
   return study_plan.configured(spec, "", ModelConfig, DataConfig, optimizer.OptimizerConfig,
-                               partitioner.MeshConfig, loop.TrainerConfig)
+                               partitioner.MeshConfig, TrainerConfig)
 
 
 def test_every_run_trains_what_its_record_was_trained_with(plan):

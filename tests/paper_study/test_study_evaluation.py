@@ -12,14 +12,15 @@ def _configs(workdir):
   from memorizing_jax import main  # pylint: disable=g-import-not-at-top
   from memorizing_jax.data.config import DataConfig  # pylint: disable=g-import-not-at-top
   from memorizing_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from memorizing_jax.train import loop, optimizer, partitioner  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train import optimizer, partitioner  # pylint: disable=g-import-not-at-top
+  from memorizing_jax.train.trainer_config import TrainerConfig  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
     main.parse_gin([os.path.join(os.path.dirname(workdir), "tiny.gin")], [],
                    main.gin_search_paths())
     return [gin.get_configurable(c)() for c in (
         ModelConfig, DataConfig, optimizer.OptimizerConfig, partitioner.MeshConfig,
-        loop.TrainerConfig)]
+        TrainerConfig)]
   finally:
     gin.clear_config()
 

@@ -15,6 +15,7 @@ import pytest
 from memorizing_jax.data.config import DataConfig
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax.train import compiled, loop, optimizer, partitioner, steps
+from memorizing_jax.train.trainer_config import TrainerConfig
 
 BATCH = 16
 # 2 layers, 8 heads, 8K slots: the memory (8 MiB per row) dwarfs the parameters.
@@ -37,7 +38,7 @@ def compile_train_step(config: ModelConfig, data: int, model: int, memory: int =
       config, DataConfig(task="github", vocabulary="byte", batch_size=BATCH,
                          eval_batch_size=BATCH),
       optimizer.OptimizerConfig(),
-      partitioner.MeshConfig(data=data, model=model, memory=memory), loop.TrainerConfig())
+      partitioner.MeshConfig(data=data, model=model, memory=memory), TrainerConfig())
   batch = steps.abstract_batch(run.partitioner, BATCH, config.segment_length)
   return run.steps.train.lower(run.layout.abstract, batch).compile()
 
