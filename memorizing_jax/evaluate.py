@@ -36,13 +36,14 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from memorizing_jax import command_line  # noqa: E402  (--workdir, --out)
-from memorizing_jax import evaluation_output  # noqa: E402
 from memorizing_jax import host_memory  # noqa: E402
-from memorizing_jax.checkpoint_evaluation import EvaluationConfig  # noqa: E402
-from memorizing_jax.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from memorizing_jax.checkpointing.fallback import CorruptCheckpointError  # noqa: E402
 from memorizing_jax.data import repeats  # noqa: E402
 from memorizing_jax.train.partitioner import MeshConfig  # noqa: E402
+
+# The scoring (checkpoint_evaluation) and the output (evaluation_output) are imported in
+# `main`, not here: they load TensorFlow (seqio, clu), which made `--help` take 7.6 s
+# instead of 2 s.
 
 FLAGS = flags.FLAGS
 flags.declare_key_flag("workdir")  # required
@@ -92,8 +93,9 @@ def _numbers(name: str, kind=int) -> Optional[tuple]:
                      f", got {','.join(values)}") from e
 
 
-def _config_from_flags() -> EvaluationConfig:
-  return EvaluationConfig(
+def _config_from_flags() -> dict:
+  """`EvaluationConfig`'s fields, from the flags."""
+  return dict(
       step=FLAGS.step, task=FLAGS.task, split=FLAGS.split, memory_slots=FLAGS.memory_slots,
       batch_size=FLAGS.batch_size, max_batches=FLAGS.max_batches,
       position_edges=_numbers("position_edges"), memory_gain=FLAGS.memory_gain,
@@ -107,12 +109,14 @@ def main(argv: Sequence[str]) -> int:
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/quickstart)")
   host_memory.reuse_freed_memory_on_cpu()  # before JAX's backend starts
+  # pylint: disable=g-import-not-at-top  (TensorFlow: see the top of this module)
+  from memorizing_jax import checkpoint_evaluation, evaluation_output
+  # pylint: enable=g-import-not-at-top
   command_line.hide_accelerators_from_tensorflow()
   try:
-    config = _config_from_flags()
-    result = evaluate_checkpoint(FLAGS.workdir, config,
-                                 MeshConfig(data=FLAGS.mesh_data, model=FLAGS.mesh_model,
-                                            memory=FLAGS.mesh_memory))
+    config = checkpoint_evaluation.EvaluationConfig(**_config_from_flags())
+    mesh = MeshConfig(data=FLAGS.mesh_data, model=FLAGS.mesh_model, memory=FLAGS.mesh_memory)
+    result = checkpoint_evaluation.evaluate_checkpoint(FLAGS.workdir, config, mesh)
   except (ValueError, OSError, CorruptCheckpointError) as e:
     # Bad input: the message names the problem and the fix; the traceback is for bugs.
     print(f"error: {e}", file=sys.stderr)
