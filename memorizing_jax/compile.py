@@ -41,7 +41,9 @@ from memorizing_jax import command_line  # noqa: E402  (--gin_file, --gin_param,
 from memorizing_jax import main as main_lib  # noqa: E402
 from memorizing_jax.train import aot  # noqa: E402
 from memorizing_jax.train import chips  # noqa: E402
-from memorizing_jax.train import loop  # noqa: E402
+
+# The trainer (train.loop, which builds the run) is imported in `compile_for`, not here:
+# it loads TensorFlow (clu's metric writers), which made `--help` take 5.6 s.
 
 FLAGS = flags.FLAGS
 for _name in (*command_line.GIN_FLAGS, "out"):  # defined in command_line
@@ -59,6 +61,8 @@ def compile_for(devices: Sequence[Any], arguments: Dict[str, Any], evaluation: b
                 reference: bool = True) -> Dict[str, Any]:
   """Compiles the configured steps for `devices`; the report `summary` gives, plus
   `ratio_to_xl` when a reference step was compiled."""
+
+  from memorizing_jax.train import loop  # pylint: disable=g-import-not-at-top  (see the top)
 
   def build(model):
     return loop.build_run(model, arguments["data"], arguments["optimizer"], arguments["mesh"],
