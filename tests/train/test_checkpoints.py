@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from memorizing_jax.train import checkpoints
@@ -58,3 +59,24 @@ def test_restore_latest_is_none_without_checkpoints_else_the_newest_step(tmp_pat
                                 np.full((4, 2), 2.0))
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(abstract)):
     assert got.sharding == want.sharding  # read straight into the shardings asked for
+
+
+def test_small_replicated_arrays_are_saved_without_per_device_slices(tmp_path, caplog):
+  """A replicated array splits over its 8 replicas only where each slice has at least
+  MIN_REPLICA_SLICE_BYTES: orbax then compiles a slice for the large array and none for
+  the small one. (Shapes no other test uses, so no compilation is already cached.)"""
+  replicated = NamedSharding(cpu_mesh(8), P())
+  rows = checkpoints.MIN_REPLICA_SLICE_BYTES // 4 + 3  # one row per replica: just over
+  tree = {"small": jax.device_put(np.ones((8, 7), np.float32), replicated),
+          "large": jax.device_put(np.ones((8, rows), np.float32), replicated)}
+  checkpoints.save_small_replicated_arrays_whole()
+  checkpointer = ocp.StandardCheckpointer()
+  with jax.log_compiles(True), caplog.at_level("WARNING"):
+    checkpointer.save(tmp_path / "state", tree)
+    checkpointer.wait_until_finished()
+  sliced = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("Compiling jit(slice)")]
+  assert any(f"float32[8,{rows}]" in message for message in sliced)
+  assert not any("float32[8,7]" in message for message in sliced)
+  restored = checkpointer.restore(tmp_path / "state")
+  np.testing.assert_array_equal(restored["large"], np.ones((8, rows), np.float32))
