@@ -70,13 +70,13 @@ def test_small_replicated_arrays_are_saved_without_per_device_slices(tmp_path, c
   tree = {"small": jax.device_put(np.ones((8, 7), np.float32), replicated),
           "large": jax.device_put(np.ones((8, rows), np.float32), replicated)}
   checkpoints.save_small_replicated_arrays_whole()
-  checkpointer = ocp.StandardCheckpointer()
-  with jax.log_compiles(True), caplog.at_level("WARNING"):
-    checkpointer.save(tmp_path / "state", tree)
-    checkpointer.wait_until_finished()
+  with ocp.StandardCheckpointer() as checkpointer:
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+      checkpointer.save(tmp_path / "state", tree)
+      checkpointer.wait_until_finished()
+    restored = checkpointer.restore(tmp_path / "state")
   sliced = [r.getMessage() for r in caplog.records
             if r.getMessage().startswith("Compiling jit(slice)")]
   assert any(f"float32[8,{rows}]" in message for message in sliced)
   assert not any("float32[8,7]" in message for message in sliced)
-  restored = checkpointer.restore(tmp_path / "state")
   np.testing.assert_array_equal(restored["large"], np.ones((8, rows), np.float32))

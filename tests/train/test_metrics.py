@@ -1,6 +1,6 @@
 """The training summaries: speed figures (step time, tokens per device, FLOPs
 utilisation) and values TensorBoard can store, whatever the loss; the evaluation
-summaries, text summaries and the progress bar."""
+summaries and the progress bar."""
 import math
 import time
 
