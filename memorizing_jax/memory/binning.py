@@ -23,10 +23,18 @@ import jax.numpy as jnp
 # into its low mantissa bits still gives a finite number, and below any real score.
 EMPTY_SCORE = float(jnp.finfo(jnp.float32).min)
 
-# Most float32 elements of one block of scores (32 MiB): large enough for an
-# efficient matmul and few loop steps, small beside a full score matrix. (Measured
-# on CPU: blocks of 2K-16K slots for 512 queries run at the same speed.)
-BLOCK_ELEMENTS = 1 << 23
+# Float32 elements of one block of scores (4 MiB), for blocks of whole bins' ranges:
+# the matmul's output is read back from cache by the maxima that follow it. Measured
+# on the 2-core CPU host (32 MiB L3), the approximate lookup's selection of 512
+# queries over 65,536 slots in blocks of 2,048 slots took 764 ms against 1,038 ms in
+# blocks of 16,384 (fastest of 9; at 8,192 slots 235 against 257 ms).
+BLOCK_ELEMENTS = 1 << 20
+
+# At most this many (32 MiB) where bins are so wide that `BLOCK_ELEMENTS` would split
+# them (a block narrower than the bins updates a slice of the maxima per step, which
+# costs more than the larger block: the exact lookup over 8,192 one-slot bins took
+# 464 ms in one block against 556 ms in blocks of 2,048).
+MAX_BLOCK_ELEMENTS = 1 << 23
 
 # Most bin-wide slices of a block reduced by unrolled elementwise maxima (beyond,
 # a reshape and reduce, which XLA's CPU backend runs as a separate pass).
@@ -106,15 +114,18 @@ def exact_bin_count(slots: int, k: int, head_dim: int) -> int:
   return best
 
 
-def block_slots(slots: int, bins: int, rows: int, block_elements: int = BLOCK_ELEMENTS) -> int:
-  """Slots per block: a divisor of `slots` that divides or is divided by `bins`.
+def block_slots(slots: int, bins: int, rows: int, block_elements: int = BLOCK_ELEMENTS,
+                max_block_elements: int = MAX_BLOCK_ELEMENTS) -> int:
+  """Slots per block: a divisor of `slots` that divides or is a multiple of `bins`.
 
-  The largest such block whose `rows * block` scores fit `block_elements`, else the
-  smallest valid one.
+  `rows` queries score the block. The largest multiple of `bins` whose scores fit
+  `block_elements`; else `bins` itself if they fit `max_block_elements`; else the
+  largest divisor of `bins` that fits `max_block_elements` (1 if none does).
   """
-  valid = [b for b in divisors(slots) if bins % b == 0 or b % bins == 0]
-  fitting = [b for b in valid if rows * b <= block_elements]
-  return max(fitting) if fitting else min(valid)
+  fitting = [b for b in divisors(slots) if b % bins == 0 and rows * b <= block_elements]
+  if fitting:
+    return max(fitting)
+  return max(b for b in divisors(bins) if b == 1 or rows * b <= max_block_elements)
 
 
 def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: int, *,

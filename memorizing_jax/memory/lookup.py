@@ -134,16 +134,17 @@ def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exa
   check_lookup_args(state, queries, k, method, recall_target)
   # Valid slots are always a prefix of each row (see MemoryState.count).
   num_valid = state.valid_slots().sum(axis=1, dtype=jnp.int32)
-  slot_ids, scores = select_slots(state.keys, num_valid, queries, k, method=method,
-                                  recall_target=recall_target, bins=bins, block=block)
+  slot_ids, scores, top_keys = select_slots(state.keys, num_valid, queries, k, method=method,
+                                            recall_target=recall_target, bins=bins,
+                                            block=block)
   return gather_result(state.keys, state.values, state.positions if with_positions else None,
-                       num_valid, queries, slot_ids, scores)
+                       num_valid, queries, slot_ids, scores, top_keys=top_keys)
 
 
 def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
                  method: str, recall_target: float, bins: Optional[int] = None,
-                 block: Optional[int] = None) -> Tuple[jax.Array, jax.Array]:
-  """The slots each query retrieves, and their scores (no gradient).
+                 block: Optional[int] = None) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """The slots each query retrieves, their scores and keys (no gradient).
 
   Args:
     keys: [batch, heads, slots, head_dim].
@@ -151,9 +152,11 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     queries: [batch, heads, queries, head_dim].
   Returns:
     slot indices [batch, heads, queries, k] int32 (empty slots only where a row has
-    fewer than k entries), and their scores [batch, heads, queries, k] float32: the
+    fewer than k entries); their scores [batch, heads, queries, k] float32: the
     dot products of the queries (in the keys' dtype) with the keys, accumulated in
-    float32 (meaningless for empty slots).
+    float32 (meaningless for empty slots); and their keys [batch, heads, queries, k,
+    head_dim] (the approximate lookup gathers them to rescore: gathered once, for
+    both).
   """
   b, h, slots, d = keys.shape
   nq = queries.shape[2]
@@ -187,16 +190,20 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
       nv = jax.lax.dynamic_slice_in_dim(num_valid, start, group, axis=0)
       return jax.tree.map(lambda o, x: jax.lax.dynamic_update_slice_in_dim(o, x, start, 0),
                           out, select_group(start, qg, nv))
-    init = (jnp.zeros((b * h, nq, k), jnp.int32), jnp.zeros((b * h, nq, k), jnp.float32))
+    init = (jnp.zeros((b * h, nq, k), jnp.int32), jnp.zeros((b * h, nq, k), jnp.float32),
+            jnp.zeros((b * h, nq, k, d), keys.dtype))
     init = tuple(binning.like_varying(x, queries, keys, num_valid) for x in init)
     return jax.lax.fori_loop(0, num_groups, body, init)
 
+  def approx_max_k():
+    ids, scores = _approx_max_k(keys, queries, num_valid, k, recall_target)
+    return ids, scores, take_rows(keys, ids)
+
   if method == "exact":
-    ids, scores = blocked()
+    ids, scores, top_keys = blocked()
   else:  # TPU has a fast approximate top-k (it fuses with the score matmul)
-    ids, scores = jax.lax.platform_dependent(
-        tpu=lambda: _approx_max_k(keys, queries, num_valid, k, recall_target), default=blocked)
-  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k)
+    ids, scores, top_keys = jax.lax.platform_dependent(tpu=approx_max_k, default=blocked)
+  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_keys.reshape(b, h, nq, k, d)
 
 
 def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
@@ -263,14 +270,15 @@ def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Arra
 
 
 def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32."""
+  """Exact top-k slots of one group, their scores and keys: [groups, queries, k] int32,
+  float32 and [groups, queries, k, head_dim]."""
   slots = keys.shape[1]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=False, group_start=group_start)
   top_maxima, top_bins = jax.lax.top_k(maxima, k)
   members = slots // bins
   if members == 1:  # every bin one slot: its maximum is its score
-    return top_bins, top_maxima
+    return top_bins, top_maxima, take_rows(keys, top_bins, group_start)
   # Every true top-k entry is a member of one of the k best bins: rescore them all.
   candidates = (top_bins[..., None]
                 + bins * jnp.arange(members, dtype=jnp.int32)).reshape(*top_bins.shape[:2], -1)
@@ -279,12 +287,13 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
                       preferred_element_type=jnp.float32)
   scores = jnp.where(candidates < num_valid[:, None, None], scores, binning.EMPTY_SCORE)
   best_scores, best = jax.lax.top_k(scores, k)
-  return jnp.take_along_axis(candidates, best, axis=-1), best_scores
+  ids = jnp.take_along_axis(candidates, best, axis=-1)
+  return ids, best_scores, take_rows(keys, ids, group_start)
 
 
 def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Approximate top-k slots of one group by bin argmaxima, and their scores:
-  [groups, queries, k] int32, float32."""
+  """Approximate top-k slots of one group by bin argmaxima, their scores and keys:
+  [groups, queries, k] int32, float32 and [groups, queries, k, head_dim]."""
   slots = keys.shape[1]
   if bins == slots:  # every slot its own bin: the exact answer
     return _exact_group(keys, group_start, queries, num_valid, k, bins, block)
@@ -294,9 +303,9 @@ def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
   ids = binning.unpack_member(packed, slots, bins) * bins + top_bins
   # The packed maxima lost their low mantissa bits to the member index: score the
   # k chosen keys again (k rows per query, cheap beside the search).
-  scores = jnp.einsum("gqd,gqkd->gqk", queries, take_rows(keys, ids, group_start),
-                      preferred_element_type=jnp.float32)
-  return ids, scores
+  top_keys = take_rows(keys, ids, group_start)
+  scores = jnp.einsum("gqd,gqkd->gqk", queries, top_keys, preferred_element_type=jnp.float32)
+  return ids, scores, top_keys
 
 
 def _approx_max_k(keys, queries, num_valid, k, recall_target):
@@ -321,7 +330,7 @@ def _approx_max_k(keys, queries, num_valid, k, recall_target):
 
 def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Array],
                   num_valid: jax.Array, queries: jax.Array, slot_ids: jax.Array,
-                  scores: jax.Array) -> LookupResult:
+                  scores: jax.Array, top_keys: Optional[jax.Array] = None) -> LookupResult:
   """Gathers the selected entries; their scores get their gradient w.r.t. the queries.
 
   Args:
@@ -330,11 +339,14 @@ def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Ar
     num_valid: [batch] int32 number of leading valid slots of each row.
     queries: [batch, heads, queries, head_dim] (gradients flow to these only).
     slot_ids, scores: [batch, heads, queries, k] from `select_slots`.
+    top_keys: [batch, heads, queries, k, head_dim], the selected keys where already
+      gathered (`select_slots` returns them); gathered here when None.
   """
   b, h, slots, d = keys.shape
   per_memory = slot_ids.reshape(b * h, *slot_ids.shape[2:])
-  top_keys = take_rows(jax.lax.stop_gradient(keys).reshape(b * h, slots, d),
-                       per_memory).reshape(*slot_ids.shape, d)
+  if top_keys is None:
+    top_keys = take_rows(keys.reshape(b * h, slots, d), per_memory).reshape(*slot_ids.shape, d)
+  top_keys = jax.lax.stop_gradient(top_keys)
   top_values = take_rows(jax.lax.stop_gradient(values).reshape(b * h, slots, d),
                          per_memory).reshape(*slot_ids.shape, d)
   top_positions = None if positions is None else take_rows(positions, slot_ids)

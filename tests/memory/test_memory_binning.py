@@ -35,16 +35,20 @@ def test_exact_bin_count_minimises_top_k_plus_rescoring_cost(slots, k, head_dim,
   assert binning.exact_bin_count(slots, k, head_dim) == bins
 
 
-@pytest.mark.parametrize("slots,bins,rows,block_elements,block", [
-    (1024, 64, 4, 1024, 256),   # the largest block with 4 * block <= 1024
-    (96, 32, 1, 1 << 23, 96),   # everything fits: the whole memory
-    (96, 32, 10, 200, 16),      # 24 and 12 fit too but neither divide nor are divided by 32
-    (96, 24, 1, 48, 48),        # a multiple of the bins
-    (96, 32, 1000, 10, 1),      # nothing fits: the smallest valid block
+@pytest.mark.parametrize("slots,bins,rows,block_elements,max_block_elements,block", [
+    (1024, 64, 4, 1024, 1024, 256),   # the largest multiple of the bins with 4 * block <= 1024
+    (96, 32, 1, 1 << 20, 1 << 23, 96),  # everything fits: the whole memory
+    (96, 24, 1, 48, 48, 48),          # a multiple of the bins
+    (96, 32, 10, 200, 400, 32),       # no multiple fits 200, the bins fit the larger limit
+    (96, 32, 10, 200, 200, 16),       # nor that: the largest divisor of the bins that fits
+    (96, 32, 1000, 10, 10, 1),        # nothing fits: one slot
+    (8192, 512, 512, 1 << 20, 1 << 23, 2048),   # the approximate lookup at 8K: 4 MiB blocks
+    (8192, 8192, 512, 1 << 20, 1 << 23, 8192),  # one slot per bin: one block, not split
 ])
-def test_block_slots_is_the_largest_fitting_block_aligned_with_the_bins(
-    slots, bins, rows, block_elements, block):
-  assert binning.block_slots(slots, bins, rows, block_elements) == block
+def test_block_slots_prefers_whole_bins_and_the_largest_fitting_block(
+    slots, bins, rows, block_elements, max_block_elements, block):
+  assert binning.block_slots(slots, bins, rows, block_elements, max_block_elements) == block
+  assert slots % block == 0 and (bins % block == 0 or block % bins == 0)
 
 
 def numpy_bin_maxima(queries, keys, num_valid, bins):

@@ -314,13 +314,30 @@ def test_select_slots_are_the_brute_force_top_k_of_the_valid_slots(bins):
   keys = rng.normal(size=(2, 3, 32, 4)).astype(np.float32)
   queries = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
   num_valid = np.array([32, 9], np.int32)
-  ids, scores = jit_select_slots(keys, num_valid, queries, 6, method="exact",
-                                 recall_target=0.95, bins=bins)
+  ids, scores, top_keys = jit_select_slots(keys, num_valid, queries, 6, method="exact",
+                                           recall_target=0.95, bins=bins)
   assert ids.shape == scores.shape == (2, 3, 5, 6) and ids.dtype == jnp.int32
   true_scores, true_slots, _ = brute_force_top_k(queries, keys, num_valid, 6)
   np.testing.assert_array_equal(ids, true_slots)  # no row has fewer than 6 entries
   np.testing.assert_allclose(scores, true_scores, rtol=1e-5, atol=1e-5)
   assert (np.asarray(ids)[1] < 9).all()
+  rows, heads = np.arange(2)[:, None, None, None], np.arange(3)[None, :, None, None]
+  np.testing.assert_array_equal(top_keys, keys[rows, heads, true_slots])
+
+
+def test_approximate_select_slots_returns_the_keys_of_its_slots_and_their_exact_scores():
+  rng = np.random.default_rng(16)
+  keys = rng.normal(size=(2, 3, 64, 4)).astype(np.float32)
+  queries = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+  num_valid = np.array([64, 40], np.int32)
+  ids, scores, top_keys = jit_select_slots(keys, num_valid, queries, 4, method="approx",
+                                           recall_target=0.9, bins=16)
+  rows, heads = np.arange(2)[:, None, None, None], np.arange(3)[None, :, None, None]
+  np.testing.assert_array_equal(top_keys, keys[rows, heads, ids])
+  # Rescored, not the packed maxima: exact dot products of the queries with those keys.
+  np.testing.assert_allclose(scores, np.einsum("bhqd,bhqkd->bhqk", queries, top_keys),
+                             rtol=1e-6, atol=1e-6)
+  assert (np.asarray(ids)[1] < 40).all()
 
 
 def test_scores_with_gradient_passes_scores_and_differentiates_as_q_dot_key():
@@ -384,3 +401,7 @@ def test_gather_result_takes_the_selected_entries_and_marks_the_invalid_ones():
   np.testing.assert_array_equal(result.scores, np.where(valid, scores, memory.NEG_INF))
   assert jax.eval_shape(lookup_lib.gather_result, keys, values, None, num_valid, queries,
                         slot_ids, scores).positions is None
+  # Keys the selection already gathered are used as they are.
+  given = rng.normal(size=(b, h, 1, k, d)).astype(np.float32)
+  np.testing.assert_array_equal(jax.jit(lookup_lib.gather_result)(
+      keys, values, positions, num_valid, queries, slot_ids, scores, top_keys=given).keys, given)
