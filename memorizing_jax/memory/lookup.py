@@ -16,15 +16,16 @@ Methods:
 
 Which is faster (the model's default is "approx"), measured with
 `benchmarks/retrieval.py --slots ... --head_dim 64 --batch 4 --heads 8 --queries 512
---k 32 --repeats 3 --methods exact approx` on the 2-core CPU host, quiet, in one run:
+--k 32 --repeats 3 --methods exact approx` on the 2-core CPU host, in one run (commit
+e4282de: blocks of 4 MiB of scores, keys gathered once):
 
   slots    exact ms   approx ms   approx bins   approx recall (target 0.95)
-   1024       249        215          512          0.985
-   2048       321        287          512          0.978
-   4096       459        364          512          0.974
-   8192       687        437          512          0.972
-  16384      1036        685          512          0.971
-  65536      2390       1767          512          0.970
+   1024       266        206          512          0.985
+   2048       317        247          512          0.978
+   4096       423        280          512          0.974
+   8192       628        352          512          0.972
+  16384      1002        454          512          0.971
+  65536      2122       1168          512          0.970
 
 On TPU "approx" is `approx_max_k`, fused with the score matmul (the compiled
 estimates in the README); the exact lookup there is not fused. On GPU neither has
@@ -143,7 +144,8 @@ def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exa
 
 def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
                  method: str, recall_target: float, bins: Optional[int] = None,
-                 block: Optional[int] = None) -> Tuple[jax.Array, jax.Array, jax.Array]:
+                 block: Optional[int] = None
+                 ) -> Tuple[jax.Array, jax.Array, Optional[jax.Array]]:
   """The slots each query retrieves, their scores and keys (no gradient).
 
   Args:
@@ -154,9 +156,9 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     slot indices [batch, heads, queries, k] int32 (empty slots only where a row has
     fewer than k entries); their scores [batch, heads, queries, k] float32: the
     dot products of the queries (in the keys' dtype) with the keys, accumulated in
-    float32 (meaningless for empty slots); and their keys [batch, heads, queries, k,
-    head_dim] (the approximate lookup gathers them to rescore: gathered once, for
-    both).
+    float32 (meaningless for empty slots); and, for the approximate lookup, their
+    keys [batch, heads, queries, k, head_dim], which it gathers to rescore (None for
+    the exact lookup, which gathers its candidates instead).
   """
   b, h, slots, d = keys.shape
   nq = queries.shape[2]
@@ -191,8 +193,8 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
       return jax.tree.map(lambda o, x: jax.lax.dynamic_update_slice_in_dim(o, x, start, 0),
                           out, select_group(start, qg, nv))
     init = (jnp.zeros((b * h, nq, k), jnp.int32), jnp.zeros((b * h, nq, k), jnp.float32),
-            jnp.zeros((b * h, nq, k, d), keys.dtype))
-    init = tuple(binning.like_varying(x, queries, keys, num_valid) for x in init)
+            None if method == "exact" else jnp.zeros((b * h, nq, k, d), keys.dtype))
+    init = jax.tree.map(lambda x: binning.like_varying(x, queries, keys, num_valid), init)
     return jax.lax.fori_loop(0, num_groups, body, init)
 
   def approx_max_k():
@@ -203,7 +205,9 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     ids, scores, top_keys = blocked()
   else:  # TPU has a fast approximate top-k (it fuses with the score matmul)
     ids, scores, top_keys = jax.lax.platform_dependent(tpu=approx_max_k, default=blocked)
-  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_keys.reshape(b, h, nq, k, d)
+  if top_keys is not None:
+    top_keys = top_keys.reshape(b, h, nq, k, d)
+  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_keys
 
 
 def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
@@ -270,15 +274,15 @@ def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Arra
 
 
 def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Exact top-k slots of one group, their scores and keys: [groups, queries, k] int32,
-  float32 and [groups, queries, k, head_dim]."""
+  """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32
+  (and None: the keys are gathered with the values)."""
   slots = keys.shape[1]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=False, group_start=group_start)
   top_maxima, top_bins = jax.lax.top_k(maxima, k)
   members = slots // bins
   if members == 1:  # every bin one slot: its maximum is its score
-    return top_bins, top_maxima, take_rows(keys, top_bins, group_start)
+    return top_bins, top_maxima, None
   # Every true top-k entry is a member of one of the k best bins: rescore them all.
   candidates = (top_bins[..., None]
                 + bins * jnp.arange(members, dtype=jnp.int32)).reshape(*top_bins.shape[:2], -1)
@@ -287,8 +291,7 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
                       preferred_element_type=jnp.float32)
   scores = jnp.where(candidates < num_valid[:, None, None], scores, binning.EMPTY_SCORE)
   best_scores, best = jax.lax.top_k(scores, k)
-  ids = jnp.take_along_axis(candidates, best, axis=-1)
-  return ids, best_scores, take_rows(keys, ids, group_start)
+  return jnp.take_along_axis(candidates, best, axis=-1), best_scores, None
 
 
 def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
@@ -296,7 +299,8 @@ def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
   [groups, queries, k] int32, float32 and [groups, queries, k, head_dim]."""
   slots = keys.shape[1]
   if bins == slots:  # every slot its own bin: the exact answer
-    return _exact_group(keys, group_start, queries, num_valid, k, bins, block)
+    ids, scores, _ = _exact_group(keys, group_start, queries, num_valid, k, bins, block)
+    return ids, scores, take_rows(keys, ids, group_start)
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=True, group_start=group_start)
   packed, top_bins = jax.lax.top_k(maxima, k)

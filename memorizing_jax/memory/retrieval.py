@@ -105,25 +105,24 @@ def lookup_slot_shard(state: MemoryState, queries: jax.Array, k: int, *, slot_ax
   filled = jnp.minimum(state.count, total_slots)
   num_valid = jnp.clip(filled - first, 0, local).astype(jnp.int32)
   local_k = min(k, local)
-  ids, scores, local_keys = select_slots(state.keys, num_valid, queries, local_k,
-                                        method=method, recall_target=recall_target)
+  ids, scores, _ = select_slots(state.keys, num_valid, queries, local_k, method=method,
+                                recall_target=recall_target)
   ranking = jnp.where(ids < num_valid[:, None, None, None], scores, binning.EMPTY_SCORE)
   # Only the scores cross: candidate i of the gathered [.., local_k * shards] is
   # candidate i % local_k of shard i // local_k, whose slot that shard alone knows.
   top_scores, best = jax.lax.top_k(_all_gather_invariant(ranking, slot_axis), k)
   valid = top_scores > binning.EMPTY_SCORE
   mine = best // local_k == shard
-  candidate = jnp.where(mine, best % local_k, 0)
-  local_ids = jnp.take_along_axis(ids, candidate, axis=-1)
+  local_ids = jnp.take_along_axis(ids, jnp.where(mine, best % local_k, 0), axis=-1)
   slots = jax.lax.psum(jnp.where(mine, first + local_ids, 0), slot_axis)
   b, h, _, d = state.keys.shape
   local_ids = local_ids.reshape(b * h, *slots.shape[2:])
 
-  # This shard's winning entries, 0 for the others'.
-  top_keys = jnp.where(mine[..., None],
-                       jnp.take_along_axis(local_keys, candidate[..., None], axis=-2), 0)
-  values = take_rows(jax.lax.stop_gradient(state.values).reshape(b * h, local, d), local_ids)
-  top_values = jnp.where(mine[..., None], values.reshape(*slots.shape, d), 0)
+  def take(table):  # this shard's winning entries, 0 for the others'
+    rows = take_rows(jax.lax.stop_gradient(table).reshape(b * h, local, d), local_ids)
+    return jnp.where(mine[..., None], rows.reshape(*slots.shape, d), 0)
+
+  top_keys, top_values = take(state.keys), take(state.values)
   top_keys, top_values, valid, top_scores = (checkpoint_name(x, RETRIEVED)
                                              for x in (top_keys, top_values, valid, top_scores))
   scores = jnp.where(valid, scores_with_gradient(queries, top_keys, top_scores), NEG_INF)
