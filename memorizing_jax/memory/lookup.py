@@ -16,16 +16,16 @@ Methods:
 
 Which is faster (the model's default is "approx"), measured with
 `benchmarks/retrieval.py --slots ... --head_dim 64 --batch 4 --heads 8 --queries 512
---k 32 --repeats 3 --methods exact approx` on the 2-core CPU host, in one run (commit
-e4282de: blocks of 4 MiB of scores, keys gathered once):
+--k 32 --repeats 3 --methods exact approx` on the 2-core CPU host, quiet, in one run
+(commit 0db6914; repeated runs vary by 10-20% on this shared host):
 
   slots    exact ms   approx ms   approx bins   approx recall (target 0.95)
-   1024       266        206          512          0.985
-   2048       317        247          512          0.978
-   4096       423        280          512          0.974
-   8192       628        352          512          0.972
-  16384      1002        454          512          0.971
-  65536      2122       1168          512          0.970
+   1024       279        240          512          0.985
+   2048       341        294          512          0.978
+   4096       478        312          512          0.974
+   8192       712        422          512          0.972
+  16384      1018        502          512          0.971
+  65536      2331       1039          512          0.970
 
 On TPU "approx" is `approx_max_k`, fused with the score matmul (the compiled
 estimates in the README); the exact lookup there is not fused. On GPU neither has
