@@ -158,7 +158,7 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     dot products of the queries (in the keys' dtype) with the keys, accumulated in
     float32 (meaningless for empty slots); and, for the approximate lookup, their
     keys [batch, heads, queries, k, head_dim], which it gathers to rescore (None for
-    the exact lookup, which gathers its candidates instead).
+    the exact lookup: `gather_result` gathers them with the values).
   """
   b, h, slots, d = keys.shape
   nq = queries.shape[2]
