@@ -192,20 +192,28 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
       nv = jax.lax.dynamic_slice_in_dim(num_valid, start, group, axis=0)
       return jax.tree.map(lambda o, x: jax.lax.dynamic_update_slice_in_dim(o, x, start, 0),
                           out, select_group(start, qg, nv))
-    init = (jnp.zeros((b * h, nq, k), jnp.int32), jnp.zeros((b * h, nq, k), jnp.float32),
-            None if method == "exact" else jnp.zeros((b * h, nq, k, d), keys.dtype))
+    init = jnp.zeros((b * h, nq, k), jnp.int32)
+    if method == "exact":
+      init = (init, jnp.zeros((b * h, nq, k), jnp.float32))
     init = jax.tree.map(lambda x: binning.like_varying(x, queries, keys, num_valid), init)
     return jax.lax.fori_loop(0, num_groups, body, init)
 
-  def approx_max_k():
-    ids, scores = _approx_max_k(keys, queries, num_valid, k, recall_target)
-    return ids, scores, take_rows(keys, ids)
+  def with_keys(ids, scores=None):
+    """The selected keys, gathered once for the result, and (for the binned
+    selection, whose packed maxima lost their low mantissa bits to the member
+    index) the scores computed from them."""
+    top_keys = take_rows(keys, ids)
+    if scores is None:
+      scores = jnp.einsum("gqd,gqkd->gqk", queries, top_keys,
+                          preferred_element_type=jnp.float32)
+    return ids, scores, top_keys
 
   if method == "exact":
-    ids, scores, top_keys = blocked()
+    (ids, scores), top_keys = blocked(), None
   else:  # TPU has a fast approximate top-k (it fuses with the score matmul)
-    ids, scores, top_keys = jax.lax.platform_dependent(tpu=approx_max_k, default=blocked)
-  if top_keys is not None:
+    ids, scores, top_keys = jax.lax.platform_dependent(
+        tpu=lambda: with_keys(*_approx_max_k(keys, queries, num_valid, k, recall_target)),
+        default=lambda: with_keys(blocked()))
     top_keys = top_keys.reshape(b, h, nq, k, d)
   return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_keys
 
@@ -274,15 +282,14 @@ def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Arra
 
 
 def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32
-  (and None: the keys are gathered with the values)."""
+  """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32."""
   slots = keys.shape[1]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=False, group_start=group_start)
   top_maxima, top_bins = jax.lax.top_k(maxima, k)
   members = slots // bins
   if members == 1:  # every bin one slot: its maximum is its score
-    return top_bins, top_maxima, None
+    return top_bins, top_maxima
   # Every true top-k entry is a member of one of the k best bins: rescore them all.
   candidates = (top_bins[..., None]
                 + bins * jnp.arange(members, dtype=jnp.int32)).reshape(*top_bins.shape[:2], -1)
@@ -291,25 +298,18 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
                       preferred_element_type=jnp.float32)
   scores = jnp.where(candidates < num_valid[:, None, None], scores, binning.EMPTY_SCORE)
   best_scores, best = jax.lax.top_k(scores, k)
-  return jnp.take_along_axis(candidates, best, axis=-1), best_scores, None
+  return jnp.take_along_axis(candidates, best, axis=-1), best_scores
 
 
 def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
-  """Approximate top-k slots of one group by bin argmaxima, their scores and keys:
-  [groups, queries, k] int32, float32 and [groups, queries, k, head_dim]."""
+  """Approximate top-k slots of one group by bin argmaxima: [groups, queries, k] int32."""
   slots = keys.shape[1]
   if bins == slots:  # every slot its own bin: the exact answer
-    ids, scores, _ = _exact_group(keys, group_start, queries, num_valid, k, bins, block)
-    return ids, scores, take_rows(keys, ids, group_start)
+    return _exact_group(keys, group_start, queries, num_valid, k, bins, block)[0]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=True, group_start=group_start)
   packed, top_bins = jax.lax.top_k(maxima, k)
-  ids = binning.unpack_member(packed, slots, bins) * bins + top_bins
-  # The packed maxima lost their low mantissa bits to the member index: score the
-  # k chosen keys again (k rows per query, cheap beside the search).
-  top_keys = take_rows(keys, ids, group_start)
-  scores = jnp.einsum("gqd,gqkd->gqk", queries, top_keys, preferred_element_type=jnp.float32)
-  return ids, scores, top_keys
+  return binning.unpack_member(packed, slots, bins) * bins + top_bins
 
 
 def _approx_max_k(keys, queries, num_valid, k, recall_target):
