@@ -326,16 +326,16 @@ def test_select_slots_are_the_brute_force_top_k_of_the_valid_slots(bins):
 
 def test_approximate_select_slots_returns_the_keys_of_its_slots_and_their_exact_scores():
   rng = np.random.default_rng(16)
-  keys = rng.normal(size=(2, 3, 64, 4)).astype(np.float32)
-  queries = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+  # Small integers: every dot product is an integer, exact in float32, so a packed
+  # maximum (its low mantissa bits holding the member index) would differ from it.
+  keys = rng.integers(-3, 4, size=(2, 3, 64, 4)).astype(np.float32)
+  queries = rng.integers(-3, 4, size=(2, 3, 5, 4)).astype(np.float32)
   num_valid = np.array([64, 40], np.int32)
   ids, scores, top_keys = jit_select_slots(keys, num_valid, queries, 4, method="approx",
                                            recall_target=0.9, bins=16)
   rows, heads = np.arange(2)[:, None, None, None], np.arange(3)[None, :, None, None]
   np.testing.assert_array_equal(top_keys, keys[rows, heads, ids])
-  # Rescored, not the packed maxima: exact dot products of the queries with those keys.
-  np.testing.assert_allclose(scores, np.einsum("bhqd,bhqkd->bhqk", queries, top_keys),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(scores, np.einsum("bhqd,bhqkd->bhqk", queries, top_keys))
   assert (np.asarray(ids)[1] < 40).all()
 
 
