@@ -51,9 +51,15 @@ import tiny_runs  # noqa: E402
 jax.config.update("jax_threefry_partitionable", True)
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "keep_together: run the module's tests in one process, one after the other "
+      "(they share something costly, e.g. compiled programs cached in the module)")
+
+
 def pytest_collection_modifyitems(items):
-  """Modules whose tests share a module-scoped fixture run first, each module's tests
-  still together.
+  """Modules whose tests share a module-scoped fixture, or are marked `keep_together`,
+  run first, each module's tests still together.
 
   `make test`'s `--dist worksteal` gives each worker a contiguous half of this order
   and later moves tests from the end of a busy worker's queue to an idle one. A module
@@ -69,7 +75,8 @@ def pytest_collection_modifyitems(items):
     return any(d.scope in ("module", "class") for defs in definitions.name2fixturedefs.values()
                for d in defs)
 
-  first = {item.path for item in items if shares_module_fixture(item)}
+  first = {item.path for item in items
+           if shares_module_fixture(item) or item.get_closest_marker("keep_together")}
   items[:] = sorted(items, key=lambda item: item.path not in first)
 
 
