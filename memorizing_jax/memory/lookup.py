@@ -308,7 +308,7 @@ def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
     return _exact_group(keys, group_start, queries, num_valid, k, bins, block)[0]
   maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
                               pack_members=True, group_start=group_start)
-  packed, top_bins = jax.lax.top_k(maxima, k)
+  packed, top_bins = binning.top_k(maxima, k)
   return binning.unpack_member(packed, slots, bins) * bins + top_bins
 
 

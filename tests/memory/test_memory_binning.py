@@ -105,6 +105,34 @@ def test_unpack_member_reads_the_low_mantissa_bits(slots, bins, bits):
   np.testing.assert_array_equal(unpack(packed, slots, bins), members)
 
 
+@pytest.mark.parametrize("shape,k", [((3, 7, 96), 8),   # 12 members per group
+                                     ((5, 40), 4),      # 10 members
+                                     ((4, 30), 4),      # 30 % 4: jax.lax.top_k as it is
+                                     ((2, 8), 8)])      # n == k
+def test_top_k_gives_numpy_top_k_values_in_order_and_indices_that_hold_them(shape, k):
+  rng = np.random.default_rng(k + shape[-1])
+  scores = rng.normal(size=shape).astype(np.float32)
+  # Rows that make the permutation work: the maxima first, last, or all in one group,
+  # ties, and a row of nothing but empty slots.
+  n = shape[-1]
+  special = [np.arange(n)[::-1],                  # every group's maximum is its first member
+             np.arange(n),                        # ... its last member
+             np.where(np.arange(n) % k == 0, 100.0 + np.arange(n), 0.0),  # one group: the top k
+             np.round(rng.normal(size=n)),        # many equal scores
+             np.full(n, binning.EMPTY_SCORE)]     # nothing but empty slots
+  flat = scores.reshape(-1, n)
+  for row, values in zip(flat, special):
+    row[:] = values
+  values, indices = jax.jit(binning.top_k, static_argnums=1)(scores, k)
+  want = -np.sort(-scores, axis=-1)[..., :k]
+  np.testing.assert_array_equal(values, want)  # the k largest, in descending order
+  indices = np.asarray(indices)
+  assert indices.dtype == np.int32
+  np.testing.assert_array_equal(np.take_along_axis(scores, indices, axis=-1), want)
+  for row in indices.reshape(-1, k):  # k different entries
+    assert len(set(row.tolist())) == k
+
+
 def test_like_varying_is_x_outside_shard_map():
   x = np.arange(6, dtype=np.float32).reshape(2, 3)
   out = jax.jit(binning.like_varying)(x, np.ones(4, jnp.bfloat16), np.ones(2, np.int32))
