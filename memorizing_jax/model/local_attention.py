@@ -17,6 +17,7 @@ import numpy as np
 from memorizing_jax import memory
 from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.model.dense_matmul import dense_dot_general
 from memorizing_jax.model.knn_attention import MemoryMix
 from memorizing_jax.model.position_bias import RelativePositionBias
 from memorizing_jax.model.state import SegmentCache, XLCache
@@ -243,7 +244,8 @@ class SelfAttention(nn.Module):
 
     def project(name):
       return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), use_bias=False, dtype=dtype,
-                             kernel_init=_dense_init(("embed", "heads", "kv")), name=name)(x)
+                             kernel_init=_dense_init(("embed", "heads", "kv")), name=name,
+                             dot_general=dense_dot_general)(x)
 
     # [batch, length, heads, head_dim] -> [batch, heads, length, head_dim]
     q, k, v = (jnp.swapaxes(project(n), 1, 2) for n in ("query", "key", "value"))
@@ -283,5 +285,5 @@ class SelfAttention(nn.Module):
 
     out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype,
                           kernel_init=_dense_init(("heads", "kv", "embed")),
-                          name="out")(jnp.swapaxes(heads_out, 1, 2))
+                          dot_general=dense_dot_general, name="out")(jnp.swapaxes(heads_out, 1, 2))
     return out, new_cache, new_memory

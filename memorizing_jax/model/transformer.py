@@ -28,6 +28,7 @@ import numpy as np
 
 from memorizing_jax import memory
 from memorizing_jax.model.config import ModelConfig
+from memorizing_jax.model.dense_matmul import dense_dot_general
 from memorizing_jax.model.local_attention import SelfAttention
 from memorizing_jax.model.state import ModelState, SegmentCache, XLCache
 
@@ -48,10 +49,12 @@ class MLP(nn.Module):
     cfg = self.config
     init = nn.initializers.lecun_normal()
     h = nn.Dense(cfg.mlp_dim, use_bias=False, dtype=cfg.compute_jnp_dtype, name="wi",
-                 kernel_init=nn.with_logical_partitioning(init, ("embed", "mlp")))(x)
+                 kernel_init=nn.with_logical_partitioning(init, ("embed", "mlp")),
+                 dot_general=dense_dot_general)(x)
     h = nn.gelu(h)
     return nn.Dense(cfg.d_model, use_bias=False, dtype=cfg.compute_jnp_dtype, name="wo",
-                    kernel_init=nn.with_logical_partitioning(init, ("mlp", "embed")))(h)
+                    kernel_init=nn.with_logical_partitioning(init, ("mlp", "embed")),
+                    dot_general=dense_dot_general)(h)
 
 
 class _DecoderLayer(nn.Module):
