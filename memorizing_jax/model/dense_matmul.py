@@ -10,6 +10,10 @@ the same sums of the same products. Measured on the 2-core CPU host, the gradien
 step_time.py's MLP block (4 x 512 tokens, 512 -> 2048 -> 512, GELU) took 159 ms against
 237 ms (fastest of 9), with bit-identical results.
 
+On CPU only: compiled for a v5p chip (`benchmarks/tpu_compile.py --topologies v5p:2x2x1
+--experiments table4_512_xl`), the same gradient raised the XL step's bytes accessed from
+303.4 to 325.8 GB (roofline 109.9 -> 118.0 ms), so other backends keep JAX's gradient.
+
 Pass it as `dot_general=dense_dot_general` to `nn.Dense` / `nn.DenseGeneral`.
 """
 from __future__ import annotations
@@ -43,7 +47,8 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
   """`jax.lax.dot_general` for a Dense layer: `lhs`'s last n axes against `rhs`'s first n.
 
   Other contractions (batch axes, other axes) go to `jax.lax.dot_general` unchanged, as
-  do calls that ask for a precision or an output dtype.
+  do calls that ask for a precision or an output dtype, and every call on a backend
+  other than CPU.
   """
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   n = len(lhs_contract)
@@ -54,6 +59,12 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
   if not dense:
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
-  k = math.prod(rhs.shape[:n])
-  out = _matmul(lhs.reshape(-1, k), rhs.reshape(k, -1))
-  return out.reshape(lhs.shape[:lhs.ndim - n] + rhs.shape[n:])
+  def on_cpu(lhs, rhs):
+    k = math.prod(rhs.shape[:n])
+    out = _matmul(lhs.reshape(-1, k), rhs.reshape(k, -1))
+    return out.reshape(lhs.shape[:lhs.ndim - n] + rhs.shape[n:])
+
+  def elsewhere(lhs, rhs):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers)
+
+  return jax.lax.platform_dependent(lhs, rhs, cpu=on_cpu, default=elsewhere)
