@@ -220,9 +220,8 @@ def top_k(scores: jax.Array, k: int) -> Tuple[jax.Array, jax.Array]:
   Returns:
     values [..., k] in descending order, and their int32 indices into the last axis.
   """
-  def plain():
-    values, indices = jax.lax.top_k(scores, k)
-    return values, indices
+  def plain():  # a tuple, as leaders_first returns (platform_dependent's branches match)
+    return tuple(jax.lax.top_k(scores, k))
 
   n = scores.shape[-1]
   if n % k or n == k:

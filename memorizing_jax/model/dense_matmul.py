@@ -59,6 +59,7 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
   if not dense:
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
+
   def on_cpu(lhs, rhs):
     k = math.prod(rhs.shape[:n])
     out = _matmul(lhs.reshape(-1, k), rhs.reshape(k, -1))
