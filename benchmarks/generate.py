@@ -60,10 +60,11 @@ def filled_state(config: ModelConfig, batch: int, seed: int = 0):
   memories = []
   for m in state.memories:
     key, k1, k2 = jax.random.split(key, 3)
-    keys = jax.random.normal(k1, m.keys.shape, m.keys.dtype)
+    keys = jax.random.normal(k1, m.key_shape, m.entries.dtype)
     keys = keys / jnp.linalg.norm(keys, axis=-1, keepdims=True)
-    slots = m.keys.shape[2]
-    memories.append(m.replace(keys=keys, values=jax.random.normal(k2, m.values.shape),
+    slots = m.slots
+    values = jax.random.normal(k2, m.key_shape)
+    memories.append(m.replace(entries=memory.stack_entries(keys, values).astype(m.entries.dtype),
                               count=jnp.full_like(m.count, slots),
                               positions=jnp.broadcast_to(jnp.arange(slots), m.positions.shape)))
   return state.replace(memories=tuple(memories))
@@ -140,7 +141,7 @@ def lookup_floor(slots: int, repeats: int) -> dict:
       {"lookup": lambda: lookup(state, queries), "reduction": lambda: reduction(state.keys)},
       repeats=max(repeats * 10, 20), warmup=2)
   return {"bench": "decode_lookup_floor", "memory_slots": slots,
-          "method": config.lookup_method, "bytes": int(state.keys.nbytes),
+          "method": config.lookup_method, "bytes": int(state.entries.nbytes // 2),
           "lookup_s": round(times["lookup"], 6), "reduction_s": round(times["reduction"], 6),
           "ratio_to_floor": round(times["lookup"] / times["reduction"], 3),
           "backend": jax.default_backend()}

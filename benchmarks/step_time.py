@@ -38,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from memorizing_jax import host_memory  # noqa: E402
+from memorizing_jax import memory  # noqa: E402
 from memorizing_jax import model as M  # noqa: E402
 
 # 4 layers, d 512, 8 x 64, MLP 2048: its memory share of FLOPs resembles the 200M model's.
@@ -80,11 +81,11 @@ def full_state(config: M.ModelConfig, batch: int, key: jax.Array) -> M.ModelStat
   memories = []
   for mem in state.memories:
     key, k_key, v_key = jax.random.split(key, 3)
-    keys = jax.random.normal(k_key, mem.keys.shape, jnp.float32)
+    keys = jax.random.normal(k_key, mem.key_shape, jnp.float32)
     keys = keys / jnp.linalg.norm(keys, axis=-1, keepdims=True)  # keys are normalised
+    values = jax.random.normal(v_key, mem.key_shape, jnp.float32)
     memories.append(mem.replace(
-        keys=keys.astype(mem.keys.dtype),
-        values=jax.random.normal(v_key, mem.values.shape, mem.values.dtype),
+        entries=memory.stack_entries(keys, values).astype(mem.entries.dtype),
         count=jnp.full_like(mem.count, mem.slots),
         positions=jnp.broadcast_to(jnp.arange(mem.slots, dtype=jnp.int32),
                                    mem.positions.shape)))

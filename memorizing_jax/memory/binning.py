@@ -20,6 +20,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from memorizing_jax.memory.state import KEY
+
 # Score given to empty slots. Finite (unlike -inf), so that writing a member index
 # into its low mantissa bits still gives a finite number, and below any real score.
 EMPTY_SCORE = float(jnp.finfo(jnp.float32).min)
@@ -78,9 +80,14 @@ def approx_bin_count(slots: int, k: int, recall_target: float) -> int:
   return slots
 
 
-def xla_recall_target(slots: int, k: int, recall_target: float) -> float:
+def xla_recall_target(slots: int, k: int, recall_target: float, rows_per_slot: int = 1
+                      ) -> float:
   """The `recall_target` to give `jax.lax.approx_max_k` over `slots` so that it
   reduces them into `approx_bin_count(slots, k, recall_target)` bins.
+
+  With `rows_per_slot` rows per slot (the memory's entries, a key and a value per
+  slot, read as 2 * slots rows), it asks for that many times the bins: slot s's key,
+  row 2s, then shares its bin only with the keys of slot s's strided bin.
 
   XLA's ApproxTopK reads its recall target as the chance that the k-th largest entry
   shares no bin with a larger one, (1 - 1/bins)**(k - 1), a lower bound of the
@@ -91,7 +98,7 @@ def xla_recall_target(slots: int, k: int, recall_target: float) -> float:
   bins = approx_bin_count(slots, k, recall_target)
   if bins >= slots:
     return 1.0  # no binning: the exact top-k
-  return (1.0 - 1.0 / bins)**(k - 1)
+  return (1.0 - 1.0 / (rows_per_slot * bins))**(k - 1)
 
 
 def exact_bin_count(slots: int, k: int, head_dim: int) -> int:
@@ -129,15 +136,17 @@ def block_slots(slots: int, bins: int, rows: int, block_elements: int = BLOCK_EL
   return max(b for b in divisors(bins) if b == 1 or rows * b <= max_block_elements)
 
 
-def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: int, *,
+def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bins: int, *,
                block: int, pack_members: bool, group_start: jax.Array | int = 0) -> jax.Array:
   """The maximum score of each strided bin, computed block by block.
 
   Args:
     queries: [groups, queries, head_dim], in the keys' dtype.
-    keys: [all_groups, slots, head_dim]; rows `group_start : group_start + groups`
-      are scored (sliced block by block, so the group's keys are never copied
-      whole). `slots` is divisible by `bins` and by `block`.
+    entries: [all_groups, slots, 2, head_dim], keys at [..., KEY, :] (as
+      `MemoryState.entries`); rows `group_start : group_start + groups` are scored
+      (their keys sliced block by block, so the group's keys are never copied whole:
+      on CPU, slicing all keys out of the entries first cost 10% of the training step
+      at 65,536 slots). `slots` is divisible by `bins` and by `block`.
     num_valid: [groups] int32; slots `>= num_valid` are empty and score EMPTY_SCORE.
     bins: number of bins; slot s is in bin s % bins.
     block: slots per block; divides `bins` or is a multiple of it.
@@ -148,7 +157,7 @@ def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: 
     [groups, queries, bins] float32.
   """
   groups, nq, head_dim = queries.shape
-  slots = keys.shape[1]
+  slots = entries.shape[1]
   if slots % bins or slots % block or (bins % block and block % bins):
     raise ValueError(f"block={block} must divide slots={slots} and divide or be a multiple of "
                      f"bins={bins} (bins must divide slots): pass another block, or none")
@@ -169,7 +178,8 @@ def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: 
 
   def block_maxima(i):
     start = i * block
-    key_block = jax.lax.dynamic_slice(keys, (group_start, start, 0), (groups, block, head_dim))
+    key_block = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
+                                      (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
     scores = jnp.einsum("gqd,gsd->gqs", queries, key_block,
                         preferred_element_type=jnp.float32)
     if block // bins > MAX_SLICES:
@@ -198,7 +208,7 @@ def bin_maxima(queries: jax.Array, keys: jax.Array, num_valid: jax.Array, bins: 
       return jax.lax.dynamic_update_slice_in_dim(
           maxima, jnp.maximum(current, block_maxima(i)), offset, axis=2)
   init = jnp.full((groups, nq, bins), -jnp.inf, jnp.float32)
-  init = like_varying(init, queries, keys, num_valid)
+  init = like_varying(init, queries, entries, num_valid)
   return jax.lax.fori_loop(0, num_blocks, body, init)
 
 

@@ -6,6 +6,13 @@ into strided bins block by block (see `binning`). It returns the selected entrie
 exact dot products with them; the gathered keys give those scores their gradient
 w.r.t. the queries (k entries per query), so the scores are not computed twice.
 
+A retrieved entry's key and value are gathered together, as the [2, head_dim] block
+the memory stores them in (`MemoryState.entries`), and used as gathered: the matmuls
+that read only the keys (the queries' gradient) or only the values (the attention's
+output) weigh the other half by zero (`weigh_part`). On TPU, taking the halves apart
+first cost a relayout of every gathered block (v5p, 8K memory: 45.4 GB for the
+lookup's forward and backward against 35.5 GB).
+
 Methods:
   * "exact": the members of the k bins with the largest maxima are rescored and the
     top k of them kept; this is the exact top-k.
@@ -41,7 +48,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from memorizing_jax.memory import binning
-from memorizing_jax.memory.state import MemoryState
+from memorizing_jax.memory.state import KEY, VALUE, MemoryState
 
 METHODS = ("exact", "approx")
 
@@ -70,8 +77,8 @@ class LookupResult:
   Attributes:
     scores: [batch, heads, queries, k] float32 dot products q . key (differentiable
       w.r.t. the queries only); invalid entries hold a large negative number.
-    keys: [batch, heads, queries, k, head_dim] retrieved keys (no gradient).
-    values: [batch, heads, queries, k, head_dim] retrieved values (no gradient).
+    entries: [batch, heads, queries, k, 2, head_dim] the retrieved keys
+      (`[..., KEY, :]`) and values (`[..., VALUE, :]`), without gradient.
     positions: [batch, heads, queries, k] int32 document positions of the entries
       (None when the lookup was asked not to gather them).
     valid: [batch, heads, queries, k] bool, false where fewer than k entries exist.
@@ -79,11 +86,20 @@ class LookupResult:
   """
 
   scores: jax.Array
-  keys: jax.Array
-  values: jax.Array
+  entries: jax.Array
   positions: Optional[jax.Array]
   valid: jax.Array
   slots: jax.Array
+
+  @property
+  def keys(self) -> jax.Array:
+    """[batch, heads, queries, k, head_dim] (a slice of `entries`)."""
+    return self.entries[..., KEY, :]
+
+  @property
+  def values(self) -> jax.Array:
+    """[batch, heads, queries, k, head_dim] (a slice of `entries`)."""
+    return self.entries[..., VALUE, :]
 
 
 def check_lookup_args(state: MemoryState, queries: jax.Array, k: int, method: str,
@@ -93,16 +109,17 @@ def check_lookup_args(state: MemoryState, queries: jax.Array, k: int, method: st
     raise ValueError(f"lookup method must be one of {METHODS}, got {method!r}")
   if not 0.0 < recall_target <= 1.0:
     raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
-  b, h, s, d = state.keys.shape
-  if state.values.shape != state.keys.shape:
-    raise ValueError(f"memory values {state.values.shape} must match keys {state.keys.shape}")
+  if state.entries.ndim != 5 or state.entries.shape[3] != 2:
+    raise ValueError(f"memory entries must be [batch, heads, slots, 2, head_dim] (keys and "
+                     f"values side by side), got {state.entries.shape}")
+  b, h, s, d = state.key_shape
   if queries.ndim != 4 or queries.shape[:2] != (b, h) or queries.shape[3] != d:
     raise ValueError(f"queries must be [batch={b}, heads={h}, queries, head_dim={d}] to match "
                      f"the memory, got {queries.shape}")
   if not jnp.issubdtype(queries.dtype, jnp.floating):
     raise ValueError(f"queries must be floating point, got dtype {queries.dtype}")
-  if not jnp.issubdtype(state.keys.dtype, jnp.floating):
-    raise ValueError(f"memory keys must be floating point, got dtype {state.keys.dtype}")
+  if not jnp.issubdtype(state.entries.dtype, jnp.floating):
+    raise ValueError(f"memory entries must be floating point, got dtype {state.entries.dtype}")
   if not isinstance(k, int) or k < 1:
     raise ValueError(f"k must be a positive int, got {k!r}")
   if k > s:
@@ -116,7 +133,7 @@ def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exa
   """Retrieves the top-k stored entries for each query by dot product.
 
   Args:
-    state: the memory, keys [batch, heads, slots, head_dim].
+    state: the memory, entries [batch, heads, slots, 2, head_dim].
     queries: [batch, heads, queries, head_dim].
     k: entries per query, at most `slots`.
     method: "exact" or "approx".
@@ -135,21 +152,21 @@ def lookup(state: MemoryState, queries: jax.Array, k: int, *, method: str = "exa
   check_lookup_args(state, queries, k, method, recall_target)
   # Valid slots are always a prefix of each row (see MemoryState.count).
   num_valid = state.valid_slots().sum(axis=1, dtype=jnp.int32)
-  slot_ids, scores, top_keys = select_slots(state.keys, num_valid, queries, k, method=method,
-                                            recall_target=recall_target, bins=bins,
-                                            block=block)
-  return gather_result(state.keys, state.values, state.positions if with_positions else None,
-                       num_valid, queries, slot_ids, scores, top_keys=top_keys)
+  slot_ids, scores, top_entries = select_slots(state.entries, num_valid, queries, k,
+                                               method=method, recall_target=recall_target,
+                                               bins=bins, block=block)
+  return gather_result(state.entries, state.positions if with_positions else None,
+                       num_valid, queries, slot_ids, scores, top_entries=top_entries)
 
 
-def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
+def select_slots(entries: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
                  method: str, recall_target: float, bins: Optional[int] = None,
                  block: Optional[int] = None
                  ) -> Tuple[jax.Array, jax.Array, Optional[jax.Array]]:
-  """The slots each query retrieves, their scores and keys (no gradient).
+  """The slots each query retrieves, their scores and entries (no gradient).
 
   Args:
-    keys: [batch, heads, slots, head_dim].
+    entries: [batch, heads, slots, 2, head_dim] (`MemoryState.entries`).
     num_valid: [batch] int32; slots `>= num_valid` of the row are empty.
     queries: [batch, heads, queries, head_dim].
   Returns:
@@ -157,13 +174,13 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     fewer than k entries); their scores [batch, heads, queries, k] float32: the
     dot products of the queries (in the keys' dtype) with the keys, accumulated in
     float32 (meaningless for empty slots); and, for the approximate lookup, their
-    keys [batch, heads, queries, k, head_dim], which it gathers to rescore (None for
-    the exact lookup: `gather_result` gathers them with the values).
+    entries [batch, heads, queries, k, 2, head_dim], which it gathers to rescore
+    (None for the exact lookup: `gather_result` gathers them).
   """
-  b, h, slots, d = keys.shape
+  b, h, slots, _, d = entries.shape
   nq = queries.shape[2]
-  keys = jax.lax.stop_gradient(keys).reshape(b * h, slots, d)
-  queries = jax.lax.stop_gradient(queries).astype(keys.dtype).reshape(b * h, nq, d)
+  entries = jax.lax.stop_gradient(entries).reshape(b * h, slots, 2, d)
+  queries = jax.lax.stop_gradient(queries).astype(entries.dtype).reshape(b * h, nq, d)
   num_valid = jnp.repeat(num_valid.astype(jnp.int32), h)
   if method == "exact":
     nbins = bins or binning.exact_bin_count(slots, k, d)
@@ -178,8 +195,8 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
 
   def select_group(group_start, qg, nv):
     if method == "exact":
-      return _exact_group(keys, group_start, qg, nv, k, nbins, nblock)
-    return _approx_group(keys, group_start, qg, nv, k, nbins, nblock)
+      return _exact_group(entries, group_start, qg, nv, k, nbins, nblock)
+    return _approx_group(entries, group_start, qg, nv, k, nbins, nblock)
 
   def blocked():
     num_groups = (b * h) // group
@@ -195,27 +212,28 @@ def select_slots(keys: jax.Array, num_valid: jax.Array, queries: jax.Array, k: i
     init = jnp.zeros((b * h, nq, k), jnp.int32)
     if method == "exact":
       init = (init, jnp.zeros((b * h, nq, k), jnp.float32))
-    init = jax.tree.map(lambda x: binning.like_varying(x, queries, keys, num_valid), init)
+    init = jax.tree.map(lambda x: binning.like_varying(x, queries, entries, num_valid), init)
     return jax.lax.fori_loop(0, num_groups, body, init)
 
-  def with_keys(ids, scores=None):
-    """The selected keys, gathered once for the result, and (for the binned
+  def with_entries(ids, scores=None):
+    """The selected entries, gathered once for the result, and (for the binned
     selection, whose packed maxima lost their low mantissa bits to the member
-    index) the scores computed from them."""
-    top_keys = take_rows(keys, ids)
-    if scores is None:
-      scores = jnp.einsum("gqd,gqkd->gqk", queries, top_keys,
-                          preferred_element_type=jnp.float32)
-    return ids, scores, top_keys
+    index) the scores computed from their keys."""
+    top_entries = take_rows(entries, ids)
+    if scores is None:  # q . value too, at no cost: slicing the keys out first copied them
+      rows = top_entries.reshape(*top_entries.shape[:-3], -1, top_entries.shape[-1])
+      scores = jnp.einsum("gqd,gqrd->gqr", queries, rows,
+                          preferred_element_type=jnp.float32)[..., KEY::2]
+    return ids, scores, top_entries
 
   if method == "exact":
-    (ids, scores), top_keys = blocked(), None
+    (ids, scores), top_entries = blocked(), None
   else:  # TPU has a fast approximate top-k (it fuses with the score matmul)
-    ids, scores, top_keys = jax.lax.platform_dependent(
-        tpu=lambda: with_keys(*_approx_max_k(keys, queries, num_valid, k, recall_target)),
-        default=lambda: with_keys(blocked()))
-    top_keys = top_keys.reshape(b, h, nq, k, d)
-  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_keys
+    ids, scores, top_entries = jax.lax.platform_dependent(
+        tpu=lambda: with_entries(*_approx_max_k(entries, queries, num_valid, k, recall_target)),
+        default=lambda: with_entries(blocked()))
+    top_entries = top_entries.reshape(b, h, nq, k, 2, d)
+  return ids.reshape(b, h, nq, k), scores.reshape(b, h, nq, k), top_entries
 
 
 def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
@@ -225,25 +243,40 @@ def _group_size(memories: int, queries: int, elements_per_query: int) -> int:
   return max(fitting) if fitting else 1
 
 
+def weigh_part(weights: jax.Array, entries: jax.Array, part: int) -> jax.Array:
+  """sum_k weights[..., k] * entries[..., k, part, :]: [..., k] and [..., k, 2, d] ->
+  [..., d] in the entries' dtype, part KEY or VALUE.
+
+  One matmul over the 2k rows of the entries as gathered, the other part weighed by
+  zero: taking the parts apart first made the TPU compiler copy every gathered block.
+  """
+  zero = jnp.zeros_like(weights)
+  both = jnp.stack([weights, zero] if part == KEY else [zero, weights], axis=-1)
+  rows = entries.reshape(*entries.shape[:-3], -1, entries.shape[-1])
+  return jnp.einsum("...r,...rd->...d", both.reshape(*both.shape[:-2], -1).astype(entries.dtype),
+                    rows)
+
+
 @jax.custom_vjp
-def scores_with_gradient(queries: jax.Array, top_keys: jax.Array, scores: jax.Array
+def scores_with_gradient(queries: jax.Array, top_entries: jax.Array, scores: jax.Array
                           ) -> jax.Array:
   """`scores` (the selection's q . key, [b, h, q, k]), differentiable w.r.t. `queries`
-  ([b, h, q, d]) as q . key is, through the retrieved keys ([b, h, q, k, d])."""
-  del queries, top_keys
+  ([b, h, q, d]) as q . key is, through the retrieved keys (of the entries
+  [b, h, q, k, 2, d])."""
+  del queries, top_entries
   return jax.lax.stop_gradient(scores)
 
 
-def _scores_forward(queries, top_keys, scores):
+def _scores_forward(queries, top_entries, scores):
   # queries[..., :0] keeps the queries' dtype for the cotangent, at no cost.
-  return jax.lax.stop_gradient(scores), (top_keys, queries[..., :0])
+  return jax.lax.stop_gradient(scores), (top_entries, queries[..., :0])
 
 
 def _scores_backward(residuals, cotangent):
-  top_keys, empty_queries = residuals
-  # In the keys' dtype (bf16 on accelerators, as the queries and so their gradient
-  # are): a float32 product makes the TPU keep a float32 copy of the retrieved keys.
-  grad = jnp.einsum("bhqk,bhqkd->bhqd", cotangent.astype(top_keys.dtype), top_keys)
+  top_entries, empty_queries = residuals
+  # In the entries' dtype (bf16 on accelerators, as the queries and so their gradient
+  # are): a float32 product makes the TPU keep a float32 copy of the retrieved entries.
+  grad = weigh_part(cotangent, top_entries, KEY)
   # Inside shard_map with the slots split (retrieval.py), each shard's keys add
   # their part to queries that are the same on every shard: sum the parts.
   split = sorted(_varying_axes(grad) - _varying_axes(empty_queries))
@@ -263,28 +296,33 @@ def _varying_axes(x: jax.Array) -> frozenset:
 scores_with_gradient.defvjp(_scores_forward, _scores_backward)
 
 
-def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0) -> jax.Array:
+def take_rows(table: jax.Array, slot_ids: jax.Array, first_memory=0,
+              part: Optional[int] = None) -> jax.Array:
   """Rows of many memories: table[first_memory + m, slot_ids[m, ...]].
 
   Args:
-    table: [memories, slots, ...] (e.g. keys [batch * heads, slots, head_dim]).
+    table: [memories, slots, ...] (e.g. entries [batch * heads, slots, 2, head_dim]).
     slot_ids: [m, ...] int32 slot indices into memories first_memory .. + m.
+    part: gather only table[..., part, :] of each row (KEY or VALUE of entries).
   Returns:
-    [m, ..., *table.shape[2:]]. One gather over the flattened table, which XLA's CPU
-    backend runs faster than a batched gather.
+    [m, ..., *table.shape[2:]] ([m, ..., *table.shape[3:]] for one part). One gather
+    over the flattened table, which XLA's CPU backend runs faster than a batched
+    gather.
   """
   memories, slots = table.shape[:2]
   offsets = (first_memory + jnp.arange(slot_ids.shape[0], dtype=jnp.int32)) * slots
-  flat_ids = slot_ids + offsets.reshape((-1,) + (1,) * (slot_ids.ndim - 1))
+  flat_ids = (slot_ids + offsets.reshape((-1,) + (1,) * (slot_ids.ndim - 1))).reshape(-1)
   flat_table = table.reshape((memories * slots,) + table.shape[2:])
-  rows = jnp.take(flat_table, flat_ids.reshape(-1), axis=0, mode="clip")
-  return rows.reshape(slot_ids.shape + table.shape[2:])
+  if part is None:
+    return jnp.take(flat_table, flat_ids, axis=0, mode="clip").reshape(
+        slot_ids.shape + table.shape[2:])
+  return flat_table.at[flat_ids, part].get(mode="clip").reshape(slot_ids.shape + table.shape[3:])
 
 
-def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
+def _exact_group(entries, group_start, queries, num_valid, k, bins, block):
   """Exact top-k slots of one group and their scores: [groups, queries, k] int32, float32."""
-  slots = keys.shape[1]
-  maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
+  slots = entries.shape[1]
+  maxima = binning.bin_maxima(queries, entries, num_valid, bins, block=block,
                               pack_members=False, group_start=group_start)
   top_maxima, top_bins = jax.lax.top_k(maxima, k)
   members = slots // bins
@@ -293,7 +331,7 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
   # Every true top-k entry is a member of one of the k best bins: rescore them all.
   candidates = (top_bins[..., None]
                 + bins * jnp.arange(members, dtype=jnp.int32)).reshape(*top_bins.shape[:2], -1)
-  candidate_keys = take_rows(keys, candidates, group_start)
+  candidate_keys = take_rows(entries, candidates, group_start, part=KEY)
   scores = jnp.einsum("gqd,gqcd->gqc", queries, candidate_keys,
                       preferred_element_type=jnp.float32)
   scores = jnp.where(candidates < num_valid[:, None, None], scores, binning.EMPTY_SCORE)
@@ -301,62 +339,67 @@ def _exact_group(keys, group_start, queries, num_valid, k, bins, block):
   return jnp.take_along_axis(candidates, best, axis=-1), best_scores
 
 
-def _approx_group(keys, group_start, queries, num_valid, k, bins, block):
+def _approx_group(entries, group_start, queries, num_valid, k, bins, block):
   """Approximate top-k slots of one group by bin argmaxima: [groups, queries, k] int32."""
-  slots = keys.shape[1]
+  slots = entries.shape[1]
   if bins == slots:  # every slot its own bin: the exact answer
-    return _exact_group(keys, group_start, queries, num_valid, k, bins, block)[0]
-  maxima = binning.bin_maxima(queries, keys, num_valid, bins, block=block,
+    return _exact_group(entries, group_start, queries, num_valid, k, bins, block)[0]
+  maxima = binning.bin_maxima(queries, entries, num_valid, bins, block=block,
                               pack_members=True, group_start=group_start)
   packed, top_bins = binning.top_k(maxima, k)
   return binning.unpack_member(packed, slots, bins) * bins + top_bins
 
 
-def _approx_max_k(keys, queries, num_valid, k, recall_target):
+def _approx_max_k(entries, queries, num_valid, k, recall_target):
   """TPU: jax.lax.approx_max_k over the masked scores, fused with their matmul:
   slots and scores [memories, queries, k] int32, float32.
 
-  It reduces the slots into as many bins as the other backends use for the same
-  `recall_target` (`binning.xla_recall_target`), so the two meet the target alike.
+  The matmul reads the entries [memories, slots, 2, head_dim] as the 2 * slots rows
+  they are laid out as, keys and values alike (the values' scores masked out):
+  slicing the keys out first made the compiler relay out every key each step, which
+  grows with the memory. With twice the bins over twice the rows, key s lands in bin
+  2 * (s % bins), so the keys are binned as the other backends bin them for the same
+  `recall_target` (`binning.xla_recall_target`) and the two meet the target alike.
 
-  The scores are laid out [memories, slots, queries] and reduced over the slots:
-  the TPU compiler then moves the candidates between layouts half as often as for
-  [memories, queries, slots] (its cycle estimate for the selection halves)."""
-  scores = jnp.einsum("gsd,gqd->gsq", keys, queries, preferred_element_type=jnp.float32)
-  slot = jnp.arange(keys.shape[1], dtype=jnp.int32)
-  scores = jnp.where(slot[None, :, None] < num_valid[:, None, None], scores,
-                     binning.EMPTY_SCORE)
+  The scores are laid out [memories, rows, queries] and reduced over the rows: the
+  TPU compiler then moves the candidates between layouts half as often as for
+  [memories, queries, rows] (its cycle estimate for the selection halves)."""
+  memories, slots, _, head_dim = entries.shape
+  rows = entries.reshape(memories, 2 * slots, head_dim)
+  scores = jnp.einsum("grd,gqd->grq", rows, queries, preferred_element_type=jnp.float32)
+  row = jnp.arange(2 * slots, dtype=jnp.int32)
+  stored = (row % 2 == KEY)[None, :] & (row // 2 < num_valid[:, None])
+  scores = jnp.where(stored[:, :, None], scores, binning.EMPTY_SCORE)
   top_scores, ids = jax.lax.approx_max_k(
       scores, k, reduction_dimension=1,
-      recall_target=binning.xla_recall_target(keys.shape[1], k, recall_target))
-  return jnp.swapaxes(ids, 1, 2).astype(jnp.int32), jnp.swapaxes(top_scores, 1, 2)
+      recall_target=binning.xla_recall_target(slots, k, recall_target, rows_per_slot=2))
+  return jnp.swapaxes(ids // 2, 1, 2).astype(jnp.int32), jnp.swapaxes(top_scores, 1, 2)
 
 
-def gather_result(keys: jax.Array, values: jax.Array, positions: Optional[jax.Array],
-                  num_valid: jax.Array, queries: jax.Array, slot_ids: jax.Array,
-                  scores: jax.Array, top_keys: Optional[jax.Array] = None) -> LookupResult:
+def gather_result(entries: jax.Array, positions: Optional[jax.Array], num_valid: jax.Array,
+                  queries: jax.Array, slot_ids: jax.Array, scores: jax.Array,
+                  top_entries: Optional[jax.Array] = None) -> LookupResult:
   """Gathers the selected entries; their scores get their gradient w.r.t. the queries.
 
   Args:
-    keys, values: [batch, heads, slots, head_dim].
+    entries: [batch, heads, slots, 2, head_dim] (`MemoryState.entries`).
     positions: [batch, slots] int32, or None (the result then has no positions).
     num_valid: [batch] int32 number of leading valid slots of each row.
     queries: [batch, heads, queries, head_dim] (gradients flow to these only).
     slot_ids, scores: [batch, heads, queries, k] from `select_slots`.
-    top_keys: [batch, heads, queries, k, head_dim], the selected keys where already
-      gathered (`select_slots` returns them); gathered here when None.
+    top_entries: [batch, heads, queries, k, 2, head_dim], the selected entries where
+      already gathered (`select_slots` returns them); gathered here when None.
   """
-  b, h, slots, d = keys.shape
-  per_memory = slot_ids.reshape(b * h, *slot_ids.shape[2:])
-  if top_keys is None:
-    top_keys = take_rows(keys.reshape(b * h, slots, d), per_memory).reshape(*slot_ids.shape, d)
-  top_keys = jax.lax.stop_gradient(top_keys)
-  top_values = take_rows(jax.lax.stop_gradient(values).reshape(b * h, slots, d),
-                         per_memory).reshape(*slot_ids.shape, d)
+  b, h, slots, _, d = entries.shape
+  if top_entries is None:
+    top_entries = take_rows(jax.lax.stop_gradient(entries).reshape(b * h, slots, 2, d),
+                            slot_ids.reshape(b * h, *slot_ids.shape[2:]))
+    top_entries = top_entries.reshape(*slot_ids.shape, 2, d)
+  top_entries = jax.lax.stop_gradient(top_entries)
   top_positions = None if positions is None else take_rows(positions, slot_ids)
   valid = slot_ids < num_valid[:, None, None, None]
-  top_keys, top_values, valid, scores = (checkpoint_name(x, RETRIEVED)
-                                         for x in (top_keys, top_values, valid, scores))
-  scores = jnp.where(valid, scores_with_gradient(queries, top_keys, scores), NEG_INF)
-  return LookupResult(scores=scores, keys=top_keys, values=top_values,
-                      positions=top_positions, valid=valid, slots=slot_ids)
+  top_entries, valid, scores = (checkpoint_name(x, RETRIEVED)
+                                for x in (top_entries, valid, scores))
+  scores = jnp.where(valid, scores_with_gradient(queries, top_entries, scores), NEG_INF)
+  return LookupResult(scores=scores, entries=top_entries, positions=top_positions,
+                      valid=valid, slots=slot_ids)

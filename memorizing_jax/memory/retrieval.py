@@ -32,9 +32,10 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from memorizing_jax.memory import binning
-from memorizing_jax.memory.lookup import (NEG_INF, RETRIEVED, LookupResult, scores_with_gradient,
-                                          select_slots, take_rows)
-from memorizing_jax.memory.state import MemoryState
+from memorizing_jax.memory.lookup import (NEG_INF, RETRIEVED, LookupResult,
+                                          scores_with_gradient, select_slots, take_rows,
+                                          weigh_part)
+from memorizing_jax.memory.state import VALUE, MemoryState
 
 
 @flax.struct.dataclass
@@ -64,14 +65,14 @@ def attend(found: LookupResult, scale: jax.Array, dtype) -> Tuple[jax.Array, jax
   scale[head] * score, the values taken without gradient.
 
   Args:
-    found: the lookup's result (on a slot shard: values of other shards' entries 0,
-      so `out` is this shard's part of the sum).
+    found: the lookup's result (on a slot shard: other shards' entries 0, so `out` is
+      this shard's part of the sum).
     scale: [heads] multiplier of the scores (the layer's temperature).
   """
   logits = jnp.where(found.valid, found.scores * scale[None, :, None, None], NEG_INF)
   weights = jnp.where(found.valid, jax.nn.softmax(logits, axis=-1), 0.0)
-  values = jax.lax.stop_gradient(found.values).astype(dtype)
-  return jnp.einsum("bhqk,bhqkd->bhqd", weights.astype(dtype), values), weights
+  entries = jax.lax.stop_gradient(found.entries).astype(dtype)
+  return weigh_part(weights.astype(dtype), entries, VALUE), weights
 
 
 def _all_gather_invariant(x: jax.Array, axis_name: str) -> jax.Array:
@@ -89,23 +90,23 @@ def lookup_slot_shard(state: MemoryState, queries: jax.Array, k: int, *, slot_ax
   module docstring); call it inside `jax.shard_map` over `slot_axis`.
 
   Args:
-    state: this shard's memory: keys/values [batch, heads, local slots, head_dim] (the
+    state: this shard's memory: entries [batch, heads, local slots, 2, head_dim] (the
       memory's slots first .. first + local - 1, first = shard * local), positions
       [batch, local slots], count [batch] (the whole memory's).
     queries: [batch, heads, queries, head_dim], the same on every shard.
     total_slots: the whole memory's slots.
   Returns:
     A LookupResult whose scores, valid and slots (the memory's) are the same on every
-    shard, and whose keys and values are this shard's entries (0 for the others');
-    positions None (`ring_positions` gives them).
+    shard, and whose entries are this shard's (0 for the others'); positions None
+    (`ring_positions` gives them).
   """
-  local = state.keys.shape[2]
+  local = state.slots
   shard = jax.lax.axis_index(slot_axis)
   first = shard * local
   filled = jnp.minimum(state.count, total_slots)
   num_valid = jnp.clip(filled - first, 0, local).astype(jnp.int32)
   local_k = min(k, local)
-  ids, scores, _ = select_slots(state.keys, num_valid, queries, local_k, method=method,
+  ids, scores, _ = select_slots(state.entries, num_valid, queries, local_k, method=method,
                                 recall_target=recall_target)
   ranking = jnp.where(ids < num_valid[:, None, None, None], scores, binning.EMPTY_SCORE)
   # Only the scores cross: candidate i of the gathered [.., local_k * shards] is
@@ -115,16 +116,14 @@ def lookup_slot_shard(state: MemoryState, queries: jax.Array, k: int, *, slot_ax
   mine = best // local_k == shard
   local_ids = jnp.take_along_axis(ids, jnp.where(mine, best % local_k, 0), axis=-1)
   slots = jax.lax.psum(jnp.where(mine, first + local_ids, 0), slot_axis)
-  b, h, _, d = state.keys.shape
+  b, h, _, d = state.key_shape
   local_ids = local_ids.reshape(b * h, *slots.shape[2:])
-
-  def take(table):  # this shard's winning entries, 0 for the others'
-    rows = take_rows(jax.lax.stop_gradient(table).reshape(b * h, local, d), local_ids)
-    return jnp.where(mine[..., None], rows.reshape(*slots.shape, d), 0)
-
-  top_keys, top_values = take(state.keys), take(state.values)
-  top_keys, top_values, valid, top_scores = (checkpoint_name(x, RETRIEVED)
-                                             for x in (top_keys, top_values, valid, top_scores))
-  scores = jnp.where(valid, scores_with_gradient(queries, top_keys, top_scores), NEG_INF)
-  return LookupResult(scores=scores, keys=top_keys, values=top_values, positions=None,
-                      valid=valid, slots=slots)
+  # This shard's winning entries, 0 for the others'.
+  top_entries = take_rows(jax.lax.stop_gradient(state.entries).reshape(b * h, local, 2, d),
+                          local_ids)
+  top_entries = jnp.where(mine[..., None, None], top_entries.reshape(*slots.shape, 2, d), 0)
+  top_entries, valid, top_scores = (checkpoint_name(x, RETRIEVED)
+                                    for x in (top_entries, valid, top_scores))
+  scores = jnp.where(valid, scores_with_gradient(queries, top_entries, top_scores), NEG_INF)
+  return LookupResult(scores=scores, entries=top_entries, positions=None, valid=valid,
+                      slots=slots)

@@ -66,7 +66,10 @@ def _order_after(found, state: MemoryState, keys: jax.Array, through_count: bool
   its entries depend on the lookup instead: XLA cannot prove that the probe is never
   NaN, and so orders the lookup first.
   """
-  probe = jax.lax.stop_gradient(found.scores[:, 0, 0, 0]) + found.values[:, 0, 0, 0, 0]
+  # An element of the entries viewed as the attention reads them ([.., 2k, head_dim]):
+  # read from the [.., k, 2, head_dim] view, the TPU compiler relaid out all of them.
+  rows = found.entries.reshape(*found.entries.shape[:3], -1, found.entries.shape[-1])
+  probe = jax.lax.stop_gradient(found.scores[:, 0, 0, 0]) + rows[:, 0, 0, 0, 0]
   probe = jnp.isnan(probe.astype(jnp.float32) + found.slots[:, 0, 0, 0].astype(jnp.float32))
   if through_count:
     count = jnp.minimum(state.count + probe.astype(jnp.int32), state.count)
@@ -100,7 +103,7 @@ def _slot_shard(state, queries, keys, values, scale, *, k, method, recall_target
   if not write_too:
     return retrieval, state
   state, keys = _order_after(found, state, keys, through_count=False)
-  first = jax.lax.axis_index(slot_axis) * state.keys.shape[2]
+  first = jax.lax.axis_index(slot_axis) * state.slots
   return retrieval, write(state, jax.lax.stop_gradient(keys), jax.lax.stop_gradient(values),
                           slot_range=(first, total_slots))
 
@@ -135,7 +138,7 @@ def retrieve_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
     return _whole(state, queries, keys, values, scale, **options)
   rows_heads = P(placed.batch, placed.heads)
   if placed.slots is None:
-    state_spec = MemoryState(keys=rows_heads, values=rows_heads, count=P(placed.batch),
+    state_spec = MemoryState(entries=rows_heads, count=P(placed.batch),
                              positions=P(placed.batch))
     # check_vma=False: the new `count` passes through the ordering probe, which reads
     # the shard's own heads, so JAX cannot prove it equal across the heads axis; it
@@ -144,7 +147,7 @@ def retrieve_then_write(state: MemoryState, queries: jax.Array, keys: jax.Array,
     check_vma = False
   else:
     memory_spec = P(placed.batch, placed.heads, placed.slots)
-    state_spec = MemoryState(keys=memory_spec, values=memory_spec, count=P(placed.batch),
+    state_spec = MemoryState(entries=memory_spec, count=P(placed.batch),
                              positions=P(placed.batch, placed.slots))
     local = lambda s, q, kk, v, sc: _slot_shard(s, q, kk, v, sc, slot_axis=placed.slots,
                                                 total_slots=state.slots, **options)

@@ -83,7 +83,7 @@ class MemoryMix(nn.Module):
     state = memory.reset(memory_state, start_of_sequence)
     # The memory stays on its shards: each device searches and writes its own rows,
     # heads and slots (see memory/shard_local.py).
-    placement = axes.ambient_spec(axes.MEMORY_AXES, state.keys.shape)
+    placement = axes.ambient_spec(axes.MEMORY_AXES, state.key_shape)
     # Decoding reads the memory only; the segment is written when it completes.
     found, new_state = memory.retrieve_then_write(
         state, queries, keys, values, cfg.knn_k, scale, method=cfg.lookup_method,

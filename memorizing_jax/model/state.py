@@ -105,8 +105,7 @@ def state_logical_axes(config: ModelConfig) -> ModelState:
   xl = XLCache(keys=PartitionSpec("batch", "heads", "length", "kv"),
                values=PartitionSpec("batch", "heads", "length", "kv"),
                valid=PartitionSpec("batch", "length"))
-  mem = memory.MemoryState(keys=PartitionSpec("batch", "heads", "memory_slots", "kv"),
-                           values=PartitionSpec("batch", "heads", "memory_slots", "kv"),
+  mem = memory.MemoryState(entries=PartitionSpec("batch", "heads", "memory_slots", None, "kv"),
                            count=PartitionSpec("batch"),
                            positions=PartitionSpec("batch", "memory_slots"))
   xl_caches = tuple(xl for _ in range(config.num_layers)) if config.use_xl_cache else ()

@@ -13,10 +13,10 @@ def _filled_state(rng):
   """A state of 3 layers with XL caches and 2 kNN layers, every memory and cache holding
   something (written by hand, as host arrays)."""
   def memory(counts):
-    return MemoryState(keys=rng.normal(size=(BATCH, HEADS, SLOTS, HEAD_DIM)).astype(np.float32),
-                       values=rng.normal(size=(BATCH, HEADS, SLOTS, HEAD_DIM)).astype(np.float32),
-                       count=np.array(counts, np.int32),
-                       positions=np.tile(np.arange(SLOTS, dtype=np.int32), (BATCH, 1)))
+    return MemoryState(
+        entries=rng.normal(size=(BATCH, HEADS, SLOTS, 2, HEAD_DIM)).astype(np.float32),
+        count=np.array(counts, np.int32),
+        positions=np.tile(np.arange(SLOTS, dtype=np.int32), (BATCH, 1)))
 
   def cache():
     return XLCache(keys=rng.normal(size=(BATCH, HEADS, LENGTH, HEAD_DIM)).astype(np.float32),

@@ -71,14 +71,16 @@ def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block):
   queries = rng.normal(size=(3, 7, 4)).astype(np.float32)  # memories 1, 2, 3
   num_valid = np.array([24, 10, 0], np.int32)  # full, partly filled, empty
   want, members = numpy_bin_maxima(queries, keys[1:4], num_valid, bins)
-  got = jit_bin_maxima(queries, keys, num_valid, bins, block=block, pack_members=False,
+  # The memory's entries: the keys, and values the maxima must not read.
+  entries = np.stack([keys, rng.normal(size=keys.shape).astype(np.float32)], axis=2)
+  got = jit_bin_maxima(queries, entries, num_valid, bins, block=block, pack_members=False,
                        group_start=group_start)
   assert got.shape == (3, 7, bins) and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert (np.asarray(got)[2] == binning.EMPTY_SCORE).all()
   # Packed, the maxima keep their value to 12 mantissa bits' precision and name their
   # member (4 members: 2 bits).
-  packed = jit_bin_maxima(queries, keys, num_valid, bins, block=block, pack_members=True,
+  packed = jit_bin_maxima(queries, entries, num_valid, bins, block=block, pack_members=True,
                           group_start=group_start)
   valid = want > binning.EMPTY_SCORE
   np.testing.assert_allclose(np.where(valid, packed, 0), np.where(valid, want, 0),
@@ -88,9 +90,9 @@ def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block):
 
 
 def test_bin_maxima_rejects_a_block_not_aligned_with_the_bins():
-  keys, queries = np.zeros((1, 24, 2), np.float32), np.zeros((1, 1, 2), np.float32)
+  entries, queries = np.zeros((1, 24, 2, 2), np.float32), np.zeros((1, 1, 2), np.float32)
   with pytest.raises(ValueError, match="block=4 must divide slots=24"):
-    binning.bin_maxima(queries, keys, np.array([24]), 6, block=4, pack_members=False)
+    binning.bin_maxima(queries, entries, np.array([24]), 6, block=4, pack_members=False)
 
 
 @pytest.mark.parametrize("slots,bins,bits", [(64, 8, 3), (40, 8, 3), (16, 8, 1), (8, 8, 1)])

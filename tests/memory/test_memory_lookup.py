@@ -137,16 +137,19 @@ def test_approx_recall_meets_target(slots, k, recall_target):
 
 
 def test_tpu_branch_returns_slots_and_scores_per_query():
-  """The TPU selection (approx_max_k over [memories, slots, queries] scores), run
-  on CPU, where XLA computes approx_max_k exactly: its slots and scores are the
-  brute-force top-k of each query's valid slots, in the [memories, queries, k] order."""
+  """The TPU selection (approx_max_k over the entries' [memories, 2 * slots, queries]
+  scores), run on CPU, where XLA computes approx_max_k exactly: its slots and scores
+  are the brute-force top-k of each query's valid slots' keys, in the [memories,
+  queries, k] order; no value is ever taken for a key."""
   rng = np.random.default_rng(5)
   memories, slots, nq, d, k = 3, 256, 5, 8, 4
   keys = rng.normal(size=(memories, slots, d)).astype(np.float32)
   queries = rng.normal(size=(memories, nq, d)).astype(np.float32)
   num_valid = np.array([256, 100, 3], np.int32)  # full, partly filled, fewer than k
+  # Values 10x the keys score far above them: any value taken would show.
+  entries = np.stack([keys, 10 * keys], axis=2)
   ids, scores = jax.jit(memory.lookup_lib._approx_max_k, static_argnums=(3, 4))(
-      keys, queries, num_valid, k, 0.95)
+      entries, queries, num_valid, k, 0.95)
   assert ids.shape == scores.shape == (memories, nq, k) and ids.dtype == jnp.int32
   true_scores, true_slots, _ = brute_force_top_k(queries[:, None], keys[:, None], num_valid, k)
   true_scores, true_slots = true_scores[:, 0], true_slots[:, 0]  # one head per memory
@@ -175,6 +178,12 @@ def test_tpu_approx_max_k_uses_the_binned_lookups_bin_count(slots, k, recall_tar
   assert theirs >= ours and binning.expected_recall(theirs, k) >= recall_target
   if slots & (slots - 1) == 0:  # power-of-two memories (all the configs'): exactly ours
     assert theirs == ours
+    # Over the entries' 2 * slots rows (a key and a value per slot), twice the bins:
+    # the keys, at the even rows, then fall into the even bins as into ours.
+    paired = jax.eval_shape(lambda x: jax.lax.approx_max_k(
+        x, k, recall_target=binning.xla_recall_target(slots, k, recall_target, 2),
+        aggregate_to_topk=False), jax.ShapeDtypeStruct((4, 2 * slots), jnp.float32))
+    assert paired[0].shape[1] == 2 * ours
   # Given the expected recall itself, XLA reads it as a per-entry bound and uses more.
   assert xla_bins(recall_target) >= theirs
 
@@ -199,18 +208,17 @@ def test_gradients_reach_queries_only(method):
   queries = jnp.asarray(rng.normal(size=(2, 2, 3, 4)).astype(np.float32))
   weights = jnp.asarray(rng.normal(size=(2, 2, 3, 8)).astype(np.float32))
 
-  def loss(queries, keys, values):
-    result = jit_lookup(state.replace(keys=keys, values=values), queries, 8, method=method)
+  def loss(queries, entries):
+    result = jit_lookup(state.replace(entries=entries), queries, 8, method=method)
     return jnp.sum(jnp.where(result.valid, result.scores * weights, 0.0)
                    + jnp.sum(result.values, -1) + jnp.sum(result.keys, -1))
 
-  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(queries, state.keys, state.values)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(queries, state.entries)
   result = jit_lookup(state, queries, 8, method=method)
   # d/dq sum_k w_k (q . key_k) = sum_k w_k key_k over the valid entries.
   expected = np.einsum("bhqk,bhqkd->bhqd", np.where(result.valid, weights, 0.0), result.keys)
   np.testing.assert_allclose(grads[0], expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(grads[1], 0.0)
-  np.testing.assert_array_equal(grads[2], 0.0)
 
 
 def test_backward_pass_has_no_search():
@@ -282,16 +290,18 @@ def test_ties_give_k_distinct_entries_with_the_tied_score(method):
 
 def test_check_lookup_args_accepts_what_lookup_serves_and_names_the_fix_otherwise():
   zeros = lambda *shape: np.zeros(shape, np.float32)  # numpy: nothing to compile
-  state = memory.MemoryState(keys=zeros(2, 3, 16, 4), values=zeros(2, 3, 16, 4),
-                             count=np.zeros(2, np.int32), positions=np.zeros((2, 16), np.int32))
+  state = memory.MemoryState(entries=zeros(2, 3, 16, 2, 4), count=np.zeros(2, np.int32),
+                             positions=np.zeros((2, 16), np.int32))
   queries = zeros(2, 3, 5, 4)
   assert lookup_lib.check_lookup_args(state, queries, 16, "approx", 1.0) is None
   with pytest.raises(ValueError, match=r"memory values \(2, 3, 16, 8\) must match keys"):
-    lookup_lib.check_lookup_args(state.replace(values=zeros(2, 3, 16, 8)), queries, 2, "exact",
-                                 0.95)
-  with pytest.raises(ValueError, match="memory keys must be floating point"):
-    lookup_lib.check_lookup_args(state.replace(keys=state.keys.astype(np.int32),
-                                               values=state.keys.astype(np.int32)),
+    memory.MemoryState.from_keys_values(zeros(2, 3, 16, 4), zeros(2, 3, 16, 8), state.count,
+                                        state.positions)
+  with pytest.raises(ValueError, match=r"memory entries must be \[batch, heads, slots, 2"):
+    lookup_lib.check_lookup_args(state.replace(entries=zeros(2, 3, 16, 4)), queries, 2,
+                                 "exact", 0.95)
+  with pytest.raises(ValueError, match="memory entries must be floating point"):
+    lookup_lib.check_lookup_args(state.replace(entries=state.entries.astype(np.int32)),
                                  queries, 2, "exact", 0.95)
   with pytest.raises(ValueError, match="queries must be"):
     lookup_lib.check_lookup_args(state, queries[0], 2, "exact", 0.95)
@@ -314,50 +324,54 @@ def test_select_slots_are_the_brute_force_top_k_of_the_valid_slots(bins):
   keys = rng.normal(size=(2, 3, 32, 4)).astype(np.float32)
   queries = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
   num_valid = np.array([32, 9], np.int32)
-  ids, scores, top_keys = jit_select_slots(keys, num_valid, queries, 6, method="exact",
-                                           recall_target=0.95, bins=bins)
+  entries = np.stack([keys, np.zeros_like(keys)], axis=3)
+  ids, scores, top_entries = jit_select_slots(entries, num_valid, queries, 6, method="exact",
+                                              recall_target=0.95, bins=bins)
   assert ids.shape == scores.shape == (2, 3, 5, 6) and ids.dtype == jnp.int32
   true_scores, true_slots, _ = brute_force_top_k(queries, keys, num_valid, 6)
   np.testing.assert_array_equal(ids, true_slots)  # no row has fewer than 6 entries
   np.testing.assert_allclose(scores, true_scores, rtol=1e-5, atol=1e-5)
   assert (np.asarray(ids)[1] < 9).all()
-  assert top_keys is None  # the exact lookup leaves the keys to gather_result
+  assert top_entries is None  # the exact lookup leaves the entries to gather_result
 
 
-def test_approximate_select_slots_returns_the_keys_of_its_slots_and_their_exact_scores():
+def test_approximate_select_slots_returns_the_entries_of_its_slots_and_their_exact_scores():
   rng = np.random.default_rng(16)
   # Small integers: every dot product is an integer, exact in float32, so a packed
   # maximum (its low mantissa bits holding the member index) would differ from it.
   keys = rng.integers(-3, 4, size=(2, 3, 64, 4)).astype(np.float32)
   queries = rng.integers(-3, 4, size=(2, 3, 5, 4)).astype(np.float32)
   num_valid = np.array([64, 40], np.int32)
-  ids, scores, top_keys = jit_select_slots(keys, num_valid, queries, 4, method="approx",
-                                           recall_target=0.9, bins=16)
+  entries = np.stack([keys, rng.normal(size=keys.shape).astype(np.float32)], axis=3)
+  ids, scores, top_entries = jit_select_slots(entries, num_valid, queries, 4, method="approx",
+                                              recall_target=0.9, bins=16)
   rows, heads = np.arange(2)[:, None, None, None], np.arange(3)[None, :, None, None]
-  np.testing.assert_array_equal(top_keys, keys[rows, heads, ids])
-  np.testing.assert_array_equal(scores, np.einsum("bhqd,bhqkd->bhqk", queries, top_keys))
+  np.testing.assert_array_equal(top_entries, entries[rows, heads, ids])
+  np.testing.assert_array_equal(scores, np.einsum("bhqd,bhqkd->bhqk", queries,
+                                                  entries[rows, heads, ids, 0]))
   assert (np.asarray(ids)[1] < 40).all()
 
 
 def test_scores_with_gradient_passes_scores_and_differentiates_as_q_dot_key():
   rng = np.random.default_rng(7)
   queries = rng.normal(size=(1, 2, 3, 4)).astype(np.float32)
-  top_keys = rng.normal(size=(1, 2, 3, 5, 4)).astype(np.float32)
+  top_entries = rng.normal(size=(1, 2, 3, 5, 2, 4)).astype(np.float32)  # keys, values
   scores = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)  # any scores: passed through
   weights = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)
-  out = jax.jit(lookup_lib.scores_with_gradient)(queries, top_keys, scores)
+  out = jax.jit(lookup_lib.scores_with_gradient)(queries, top_entries, scores)
   np.testing.assert_array_equal(out, scores)
   grads = jax.jit(jax.grad(
-      lambda q, k, s: jnp.sum(weights * lookup_lib.scores_with_gradient(q, k, s)),
-      argnums=(0, 1, 2)))(queries, top_keys, scores)
-  # d/dq sum_k w_k (q . key_k) = sum_k w_k key_k; nothing reaches the keys or the scores.
-  np.testing.assert_allclose(grads[0], np.einsum("bhqk,bhqkd->bhqd", weights, top_keys),
-                             rtol=1e-5, atol=1e-6)
+      lambda q, e, s: jnp.sum(weights * lookup_lib.scores_with_gradient(q, e, s)),
+      argnums=(0, 1, 2)))(queries, top_entries, scores)
+  # d/dq sum_k w_k (q . key_k) = sum_k w_k key_k (the values play no part); nothing
+  # reaches the entries or the scores.
+  np.testing.assert_allclose(grads[0], np.einsum("bhqk,bhqkd->bhqd", weights,
+                                                 top_entries[..., 0, :]), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(grads[1], 0.0)
   np.testing.assert_array_equal(grads[2], 0.0)
   # bfloat16 queries get a bfloat16 gradient.
   half = jax.eval_shape(jax.grad(
-      lambda q: lookup_lib.scores_with_gradient(q, top_keys, scores).sum()),
+      lambda q: lookup_lib.scores_with_gradient(q, top_entries, scores).sum()),
       jax.ShapeDtypeStruct(queries.shape, jnp.bfloat16))
   assert half.dtype == jnp.bfloat16
 
@@ -369,6 +383,10 @@ def test_take_rows_indexes_each_memory_from_first_memory_on():
   got = jax.jit(lookup_lib.take_rows, static_argnums=2)(table, slot_ids, 2)
   want = np.stack([table[2 + m][slot_ids[m]] for m in range(3)])
   np.testing.assert_array_equal(got, want)
+  # One part of each entry ([.., 2, d] rows): the values of memories 2, 3, 4.
+  entries = rng.normal(size=(5, 6, 2, 3)).astype(np.float32)
+  got = jax.jit(lookup_lib.take_rows, static_argnums=(2, 3))(entries, slot_ids, 2, memory.VALUE)
+  np.testing.assert_array_equal(got, np.stack([entries[2 + m, slot_ids[m], 1] for m in range(3)]))
   positions = np.arange(12, dtype=np.int32).reshape(2, 6)  # a table without trailing axes
   np.testing.assert_array_equal(jax.jit(lookup_lib.take_rows)(positions, slot_ids[:2, 0]),
                                 [positions[0][slot_ids[0, 0]], positions[1][slot_ids[1, 0]]])
@@ -385,8 +403,9 @@ def test_gather_result_takes_the_selected_entries_and_marks_the_invalid_ones():
   slot_ids = rng.permuted(np.broadcast_to(np.arange(slots), (b, h, 1, slots)),
                           axis=-1)[..., :k].astype(np.int32)
   scores = rng.normal(size=(b, h, 1, k)).astype(np.float32)
-  result = jax.jit(lookup_lib.gather_result)(keys, values, positions, num_valid, queries,
-                                             slot_ids, scores)
+  entries = np.stack([keys, values], axis=3)
+  result = jax.jit(lookup_lib.gather_result)(entries, positions, num_valid, queries, slot_ids,
+                                             scores)
   assert isinstance(result, memory.LookupResult)
   rows = np.arange(b)[:, None, None, None]
   heads = np.arange(h)[None, :, None, None]
@@ -398,9 +417,10 @@ def test_gather_result_takes_the_selected_entries_and_marks_the_invalid_ones():
   np.testing.assert_array_equal(result.valid, valid)
   np.testing.assert_array_equal(result.slots, slot_ids)
   np.testing.assert_array_equal(result.scores, np.where(valid, scores, memory.NEG_INF))
-  assert jax.eval_shape(lookup_lib.gather_result, keys, values, None, num_valid, queries,
+  assert jax.eval_shape(lookup_lib.gather_result, entries, None, num_valid, queries,
                         slot_ids, scores).positions is None
-  # Keys the selection already gathered are used as they are.
-  given = rng.normal(size=(b, h, 1, k, d)).astype(np.float32)
+  # Entries the selection already gathered are used as they are.
+  given = rng.normal(size=(b, h, 1, k, 2, d)).astype(np.float32)
   np.testing.assert_array_equal(jax.jit(lookup_lib.gather_result)(
-      keys, values, positions, num_valid, queries, slot_ids, scores, top_keys=given).keys, given)
+      entries, positions, num_valid, queries, slot_ids, scores, top_entries=given).entries,
+      given)

@@ -31,9 +31,11 @@ def test_attend_is_a_softmax_over_the_valid_entries():
   valid[0, 0, 0] = False  # a query that found nothing
   values = rng.normal(size=(b, h, q, k, d)).astype(np.float32)
   scale = np.array([0.5, 2.0, 4.0], np.float32)
+  keys = rng.normal(size=(b, h, q, k, d)).astype(np.float32)  # not read by the attention
   found = memory.LookupResult(
-      scores=np.where(valid, scores, np.float32(memory.NEG_INF)), keys=np.zeros_like(values),
-      values=values, positions=None, valid=valid, slots=np.zeros((b, h, q, k), np.int32))
+      scores=np.where(valid, scores, np.float32(memory.NEG_INF)),
+      entries=np.stack([keys, values], axis=4), positions=None, valid=valid,
+      slots=np.zeros((b, h, q, k), np.int32))
   out, weights = jit_attend(found, jnp.asarray(scale), jnp.float32)
   want_out, want_weights = numpy_attention(scores.astype(np.float64), valid, values, scale)
   assert out.shape == (b, h, q, d) and weights.dtype == jnp.float32
@@ -42,12 +44,12 @@ def test_attend_is_a_softmax_over_the_valid_entries():
   np.testing.assert_array_equal(np.asarray(out)[0, 0, 0], 0.0)
   half = jax.eval_shape(lambda f: retrieval.attend(f, jnp.asarray(scale), jnp.bfloat16), found)
   assert half[0].dtype == jnp.bfloat16
-  # The values are taken without gradient; the scores are differentiated.
-  grad_scores, grad_values = jax.jit(jax.grad(
-      lambda s, v: retrieval.attend(found.replace(scores=s, values=v), jnp.asarray(scale),
+  # The entries are taken without gradient; the scores are differentiated.
+  grad_scores, grad_entries = jax.jit(jax.grad(
+      lambda s, e: retrieval.attend(found.replace(scores=s, entries=e), jnp.asarray(scale),
                                     jnp.float32)[0].sum(), argnums=(0, 1)))(
-                                        found.scores, found.values)
-  np.testing.assert_array_equal(grad_values, 0.0)
+                                        found.scores, found.entries)
+  np.testing.assert_array_equal(grad_entries, 0.0)
   assert np.abs(np.asarray(grad_scores)).sum() > 0
 
 
@@ -61,25 +63,23 @@ def test_lookup_slot_shard_on_4_shards_finds_the_whole_memorys_top_k():
   keys = rng.normal(size=(2, 2, SLOTS, 4)).astype(np.float32)
   values = rng.normal(size=(2, 2, SLOTS, 4)).astype(np.float32)
   count = np.array([45, 5], np.int32)
-  state = memory.MemoryState(keys=keys, values=values, count=count,
-                             positions=np.zeros((2, SLOTS), np.int32))
+  state = memory.MemoryState.from_keys_values(keys, values, count,
+                                              np.zeros((2, SLOTS), np.int32))
   queries = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
   mesh = Mesh(np.array(jax.devices()[:SHARDS]), ("memory",))
   split = P(None, None, "memory")
-  state_spec = memory.MemoryState(keys=split, values=split, count=P(),
-                                  positions=P(None, "memory"))
+  state_spec = memory.MemoryState(entries=split, count=P(), positions=P(None, "memory"))
 
   def per_shard(shard_state, q):
     found = retrieval.lookup_slot_shard(shard_state, q, K, slot_axis="memory",
                                         total_slots=SLOTS, method="exact",
                                         recall_target=0.95)
-    assert found.keys.shape == (2, 2, 3, K, 4) and found.positions is None
+    assert found.entries.shape == (2, 2, 3, K, 2, 4) and found.positions is None
     # Each entry's key and value come from the one shard that holds it (0 elsewhere).
-    return found.replace(keys=jax.lax.psum(found.keys, "memory"),
-                         values=jax.lax.psum(found.values, "memory"))
+    return found.replace(entries=jax.lax.psum(found.entries, "memory"))
 
-  result_spec = memory.LookupResult(scores=P(), keys=P(), values=P(), positions=None,
-                                    valid=P(), slots=P())
+  result_spec = memory.LookupResult(scores=P(), entries=P(), positions=None, valid=P(),
+                                    slots=P())
   got = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(state_spec, P()),
                               out_specs=result_spec))(state, queries)
   scores, slots, _ = brute_force_top_k(queries, keys, np.minimum(count, SLOTS), K)

@@ -49,7 +49,7 @@ def on_mesh(mesh, placement, fn):
   entries = tuple(placement) + (None,) * (3 - len(placement))
   rows_heads = NamedSharding(mesh, P(entries[0], entries[1]))
   memory_sh = NamedSharding(mesh, P(*entries))
-  state_sh = memory.MemoryState(keys=memory_sh, values=memory_sh,
+  state_sh = memory.MemoryState(entries=memory_sh,
                                 count=NamedSharding(mesh, P(entries[0])),
                                 positions=NamedSharding(mesh, P(entries[0], entries[2])))
   jitted = jax.jit(fn, in_shardings=(state_sh, rows_heads, rows_heads, rows_heads,

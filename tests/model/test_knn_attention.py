@@ -31,10 +31,9 @@ def test_memory_mix_gates_the_retrieved_attention_and_writes_the_segment():
   rng = np.random.default_rng(0)
   normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
   queries, keys, values, local_out = (normal(2, 2, 4, 4) for _ in range(4))
-  state = memory.MemoryState(keys=normal(2, 2, 8, 4), values=normal(2, 2, 8, 4),
-                             count=np.array([6, 5], np.int32),
-                             positions=np.array([list(range(6)) + [-1, -1],
-                                                 list(range(5)) + [-1] * 3], np.int32))
+  state = memory.MemoryState.from_keys_values(
+      normal(2, 2, 8, 4), normal(2, 2, 8, 4), count=np.array([6, 5], np.int32),
+      positions=np.array([list(range(6)) + [-1, -1], list(range(5)) + [-1] * 3], np.int32))
   start = np.array([False, True])  # row 1 begins a document: its memory is emptied first
   scale = np.array([2.0, 3.0], np.float32)
   gate_bias = np.array([-1.0, 1.5], np.float32)

@@ -54,13 +54,13 @@ def test_sharded_model_matches_one_device(tiny, one_device_run, mesh_shape):
   np.testing.assert_allclose(np.concatenate(logits, axis=1), want_logits, rtol=1e-5, atol=1e-5)
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  keys = state.memories[0].keys
-  want_spec = P("data", "model", None, None) if len(mesh_shape) == 2 else P(
-      "data", "model", "memory", None)
-  assert keys.sharding.spec == want_spec
-  assert len(keys.addressable_shards) == 8
+  entries = state.memories[0].entries
+  want_spec = P("data", "model", None, None, None) if len(mesh_shape) == 2 else P(
+      "data", "model", "memory", None, None)
+  assert entries.sharding.spec == want_spec
+  assert len(entries.addressable_shards) == 8
   if len(mesh_shape) == 3:  # each device holds a quarter of its rows' and heads' slots
-    assert keys.addressable_shards[0].data.shape[2] == cfg.memory_slots // 4
+    assert entries.addressable_shards[0].data.shape[2] == cfg.memory_slots // 4
 
 
 def test_default_rules_layout(tiny):

@@ -46,9 +46,8 @@ XL = {"keys": P("data", "model", None, None), "values": P("data", "model", None,
       "valid": P("data", None)}
 GOLDEN_STATE = {
     "memories.0.count": P("data"),
-    "memories.0.keys": P("data", "model", "memory", None),
+    "memories.0.entries": P("data", "model", "memory", None, None),
     "memories.0.positions": P("data", "memory"),
-    "memories.0.values": P("data", "model", "memory", None),
     **{f"xl_caches.{i}.{k}": v for i in (0, 1) for k, v in XL.items()},
 }
 
@@ -88,7 +87,7 @@ def test_state_layout_is_the_golden_one_and_fits_a_single_row():
   mesh = cpu_mesh(2, 2, 2)
   layout = M.state_layout(CONFIG, 8, mesh)
   assert specs(layout) == GOLDEN_STATE
-  assert named(layout)["memories.0.keys"].shape == (8, 2, 64, 16)
+  assert named(layout)["memories.0.entries"].shape == (8, 2, 64, 2, 16)
   assert named(layout)["xl_caches.0.keys"].shape == (8, 2, 16, 16)
   assert {n: s.spec for n, s in named(M.state_shardings(CONFIG, mesh, batch_size=8)).items()
           } == GOLDEN_STATE
@@ -104,7 +103,7 @@ def test_state_layout_is_the_golden_one_and_fits_a_single_row():
 
 def test_a_mesh_without_the_memory_axis_leaves_the_slots_whole():
   layout = M.state_layout(CONFIG, 8, cpu_mesh(2, 4))
-  assert named(layout)["memories.0.keys"].sharding.spec == P("data", None, None, None)
+  assert named(layout)["memories.0.entries"].sharding.spec == P("data", None, None, None, None)
   assert named(layout)["memories.0.positions"].sharding.spec == P("data", None)
 
 

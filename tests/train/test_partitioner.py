@@ -51,7 +51,7 @@ def test_sharding_layout_of_the_train_state(tiny):
   assert params["layer_0"]["mlp"]["wo"]["kernel"].spec == P("model", None)
   assert params["embed"]["embedding"].spec == P("model", None)
   memory = layout.shardings.model_state.memories[0]
-  assert memory.keys.spec == P("data", "model", "memory", None)  # "memory" has 1 device
+  assert memory.entries.spec == P("data", "model", "memory", None, None)  # "memory": 1 device
   assert memory.positions.spec == P("data", "memory")
   assert memory.count.spec == P("data")
   assert layout.shardings.model_state.xl_caches[0].valid.spec == P("data", None)

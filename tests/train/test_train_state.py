@@ -21,10 +21,10 @@ def test_fresh_model_state_is_empty_and_placed_as_asked():
   for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
     assert leaf.sharding == sharding
   (memory,) = state.memories  # one kNN layer
-  assert memory.keys.shape == memory.values.shape == (8, 2, 8, 8)  # [batch, heads, slots, d]
-  assert not np.asarray(memory.keys).any() and not np.asarray(memory.count).any()
+  assert memory.entries.shape == (8, 2, 8, 2, 8)  # [batch, heads, slots, key/value, d]
+  assert not np.asarray(memory.entries).any() and not np.asarray(memory.count).any()
   np.testing.assert_array_equal(np.asarray(memory.positions), np.full((8, 8), -1))
   # Rows over the 4 data devices, heads over the 2 model devices.
-  assert memory.keys.sharding.shard_shape(memory.keys.shape) == (2, 1, 8, 8)
+  assert memory.entries.sharding.shard_shape(memory.entries.shape) == (2, 1, 8, 2, 8)
   assert len(state.xl_caches) == 2
   assert not any(np.asarray(cache.valid).any() for cache in state.xl_caches)  # new documents
