@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from memorizing_jax.memory import binning
-from memorizing_jax.memory.state import KEY, VALUE, MemoryState
+from memorizing_jax.memory.state import KEY, VALUE, KeyValueParts, MemoryState
 
 METHODS = ("exact", "approx")
 
@@ -71,7 +71,7 @@ GROUP_ELEMENTS = 1 << 24
 
 
 @flax.struct.dataclass
-class LookupResult:
+class LookupResult(KeyValueParts):
   """The top-k entries retrieved for each query.
 
   Attributes:
@@ -90,16 +90,6 @@ class LookupResult:
   positions: Optional[jax.Array]
   valid: jax.Array
   slots: jax.Array
-
-  @property
-  def keys(self) -> jax.Array:
-    """[batch, heads, queries, k, head_dim] (a slice of `entries`)."""
-    return self.entries[..., KEY, :]
-
-  @property
-  def values(self) -> jax.Array:
-    """[batch, heads, queries, k, head_dim] (a slice of `entries`)."""
-    return self.entries[..., VALUE, :]
 
 
 def check_lookup_args(state: MemoryState, queries: jax.Array, k: int, method: str,

@@ -24,8 +24,22 @@ import jax.numpy as jnp
 KEY, VALUE = 0, 1
 
 
+class KeyValueParts:
+  """`keys` and `values`: the two parts of a dataclass's `entries` [..., 2, head_dim],
+  each [..., head_dim] (slices, not stored)."""
+  entries: jax.Array
+
+  @property
+  def keys(self) -> jax.Array:
+    return self.entries[..., KEY, :]
+
+  @property
+  def values(self) -> jax.Array:
+    return self.entries[..., VALUE, :]
+
+
 @flax.struct.dataclass
-class MemoryState:
+class MemoryState(KeyValueParts):
   """The memory of one kNN layer.
 
   Attributes:
@@ -49,16 +63,6 @@ class MemoryState:
     if jnp.shape(keys) != jnp.shape(values):
       raise ValueError(f"memory values {jnp.shape(values)} must match keys {jnp.shape(keys)}")
     return cls(entries=stack_entries(keys, values), count=count, positions=positions)
-
-  @property
-  def keys(self) -> jax.Array:
-    """[batch, heads, slots, head_dim] (a slice of `entries`)."""
-    return self.entries[..., KEY, :]
-
-  @property
-  def values(self) -> jax.Array:
-    """[batch, heads, slots, head_dim] (a slice of `entries`)."""
-    return self.entries[..., VALUE, :]
 
   @property
   def key_shape(self) -> Tuple[int, int, int, int]:
