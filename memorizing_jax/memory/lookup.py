@@ -210,7 +210,8 @@ def select_slots(entries: jax.Array, num_valid: jax.Array, queries: jax.Array, k
     selection, whose packed maxima lost their low mantissa bits to the member
     index) the scores computed from their keys."""
     top_entries = take_rows(entries, ids)
-    if scores is None:  # q . value too, at no cost: slicing the keys out first copied them
+    if scores is None:  # over all 2k rows, keys kept: on CPU, slicing the keys out first
+      # copied them, and an einsum over [k, 2, d] transposed every gathered block
       rows = top_entries.reshape(*top_entries.shape[:-3], -1, top_entries.shape[-1])
       scores = jnp.einsum("gqd,gqrd->gqr", queries, rows,
                           preferred_element_type=jnp.float32)[..., KEY::2]

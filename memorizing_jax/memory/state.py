@@ -5,11 +5,11 @@ holding the keys/values of earlier segments of the row's current document.
 Nothing here is differentiable: everything stored passes through `stop_gradient`.
 
 A slot's key and value are stored side by side, `entries[..., slot, 0 or 1, :]`, so
-that a lookup fetches both in one gather of [2, head_dim] blocks. On TPU that is one
-whole memory tile per retrieved entry: the TPU compiler gathers rows of a
-[slots, head_dim] array out of (16, 128) tiles only, and its cost model charged the
-two gathers of single key and value rows 19.4 GB each per v5p chip at the paper's
-8K setting (9x what they return), against 8.7 GB for the one gather of pairs.
+that a lookup fetches both in one gather of [2, head_dim] blocks. The TPU compiler
+gathers rows of a [slots, head_dim] array out of (16, 128) tiles only, and its cost
+model charged the two gathers of single key and value rows 19.4 GB each per v5p chip
+at the paper's 8K setting (9x what they return), against 8.7 GB for the one gather of
+pairs.
 """
 from __future__ import annotations
 
