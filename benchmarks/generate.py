@@ -137,11 +137,12 @@ def lookup_floor(slots: int, repeats: int) -> dict:
   lookup = jax.jit(lambda s, q: memory.lookup(s, q, config.knn_k,
                                               method=config.lookup_method).scores)
   reduction = jax.jit(jnp.sum)
+  keys = state.keys  # sliced out of the entries once, not inside the timed call
   times = timing.time_interleaved(
-      {"lookup": lambda: lookup(state, queries), "reduction": lambda: reduction(state.keys)},
+      {"lookup": lambda: lookup(state, queries), "reduction": lambda: reduction(keys)},
       repeats=max(repeats * 10, 20), warmup=2)
   return {"bench": "decode_lookup_floor", "memory_slots": slots,
-          "method": config.lookup_method, "bytes": int(state.entries.nbytes // 2),
+          "method": config.lookup_method, "bytes": int(keys.nbytes),
           "lookup_s": round(times["lookup"], 6), "reduction_s": round(times["reduction"], 6),
           "ratio_to_floor": round(times["lookup"] / times["reduction"], 3),
           "backend": jax.default_backend()}

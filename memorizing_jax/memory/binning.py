@@ -39,6 +39,13 @@ BLOCK_ELEMENTS = 1 << 20
 # 464 ms in one block against 556 ms in blocks of 2,048).
 MAX_BLOCK_ELEMENTS = 1 << 23
 
+# With at most this many queries per memory (decoding), a block's keys are scored with
+# its values, read in order, and the values' scores dropped: the matmul is bound by
+# reading the memory, and XLA:CPU reads the keys alone, strided, far below its bandwidth
+# (a 65,536-slot lookup for one token, 8 heads x 64: 57-60 ms strided, 14-15 ms so, and
+# 7-8 ms when the keys were stored apart from the values, half the bytes).
+PAIRED_QUERIES = 8
+
 # Most bin-wide slices of a block reduced by unrolled elementwise maxima (beyond,
 # a reshape and reduce, which XLA's CPU backend runs as a separate pass).
 MAX_SLICES = 64
@@ -178,10 +185,17 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
 
   def block_maxima(i):
     start = i * block
-    key_block = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
-                                      (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
-    scores = jnp.einsum("gqd,gsd->gqs", queries, key_block,
-                        preferred_element_type=jnp.float32)
+    if nq <= PAIRED_QUERIES:  # reading the keys bounds it: read the block whole, in order
+      rows = jax.lax.dynamic_slice(entries, (group_start, start, 0, 0),
+                                   (groups, block, 2, head_dim)).reshape(groups, 2 * block, head_dim)
+      scores = jnp.einsum("gqd,grd->gqr", queries, rows,
+                          preferred_element_type=jnp.float32)[..., KEY::2]
+    else:
+      key_block = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
+                                        (groups, block, 1, head_dim)).reshape(groups, block,
+                                                                              head_dim)
+      scores = jnp.einsum("gqd,gsd->gqs", queries, key_block,
+                          preferred_element_type=jnp.float32)
     if block // bins > MAX_SLICES:
       return masked(scores, start).reshape(groups, nq, block // bins, bins).max(axis=2)
     if block >= bins:

@@ -64,18 +64,20 @@ def numpy_bin_maxima(queries, keys, num_valid, bins):
 
 
 @pytest.mark.parametrize("block", [3, 12])  # below and above the bin count
-def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block):
+# Few queries score whole blocks of entries, more score the keys sliced out.
+@pytest.mark.parametrize("num_queries", [binning.PAIRED_QUERIES - 1, binning.PAIRED_QUERIES + 1])
+def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block, num_queries):
   rng = np.random.default_rng(block)
   bins, group_start = 6, 1
   keys = rng.normal(size=(5, 24, 4)).astype(np.float32)  # 5 memories of 24 slots
-  queries = rng.normal(size=(3, 7, 4)).astype(np.float32)  # memories 1, 2, 3
+  queries = rng.normal(size=(3, num_queries, 4)).astype(np.float32)  # memories 1, 2, 3
   num_valid = np.array([24, 10, 0], np.int32)  # full, partly filled, empty
   want, members = numpy_bin_maxima(queries, keys[1:4], num_valid, bins)
   # The memory's entries: the keys, and values the maxima must not read.
   entries = np.stack([keys, rng.normal(size=keys.shape).astype(np.float32)], axis=2)
   got = jit_bin_maxima(queries, entries, num_valid, bins, block=block, pack_members=False,
                        group_start=group_start)
-  assert got.shape == (3, 7, bins) and got.dtype == jnp.float32
+  assert got.shape == (3, num_queries, bins) and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert (np.asarray(got)[2] == binning.EMPTY_SCORE).all()
   # Packed, the maxima keep their value to 12 mantissa bits' precision and name their
