@@ -8,8 +8,9 @@ model as it allows, and prints one JSON object per variant that joins with
 step_time.py's lines on ("bench", "variant"):
 
   {"bench": "step_time", "impl": "pytorch_peer", "variant", "tokens_per_s", "step_s",
-   "ratio_to_xl", "ratio_to_xl_of_best", "memory_slots", "lookup_method", "batch",
-   "segment_length", "layers", "d_model", "step_times_s", "index_entries_searched", ...}
+   "ratio_to_xl", "ratio_to_xl_of_best", "ratio_to_xl_paired", "memory_slots",
+   "lookup_method", "batch", "segment_length", "layers", "d_model", "step_times_s",
+   "index_entries_searched", ...}
 
 Variants: `xl` (XL memory of one segment in every layer, no kNN layer), `xl_mem8k` and
 `xl_mem65k` (plus one kNN layer with `max_knn_memories` 8192 / 65536), and `none` (no XL
@@ -24,8 +25,10 @@ the two processes take turns, one round of steps each (alternating who goes firs
 neither runs while the other does and the machine's changing load falls on both
 alike. Ours then print step_time.py's lines with "impl": "memorizing_jax", and one
 {"bench": "peer_side_by_side", "variant", "peer_tokens_per_s", "ours_<method>_tokens_per_s",
-"speedup_<method>", "speedup_<method>_of_best"} line per variant, speedup being the
-peer's step time over ours (medians; `_of_best`: fastest steps).
+"speedup_<method>", "speedup_<method>_of_best", "speedup_<method>_paired"} line per
+variant, speedup being the peer's step time over ours (medians; `_of_best`: fastest
+steps; `_paired`: the median over rounds of the two steps of one round, see
+step_ratios.py).
 
 The same shape: 4 layers, d_model 512, 8 query heads x 64, MLP 2048 (`ff_mult=4`, GELU),
 vocab 8192, segments of 512, batch 4, k = 32 retrieved memories
@@ -113,6 +116,8 @@ import time
 from typing import Any, List, Optional
 
 import numpy as np
+
+from step_ratios import ratios  # this directory: the script's own
 
 try:
   import faiss
@@ -297,10 +302,11 @@ def jax_worker(args) -> None:
   xl = next(v for v in variants if v.name == "xl")
   for v in variants:
     step_s = statistics.median(v.times)
+    to_xl = ratios(v.times, xl.times)
     send({"bench": "step_time", "impl": "memorizing_jax", "variant": v.name,
           "tokens_per_s": round(args.batch * v.config.segment_length / step_s, 1),
-          "step_s": round(step_s, 4), "ratio_to_xl": round(step_s / statistics.median(xl.times), 3),
-          "ratio_to_xl_of_best": round(min(v.times) / min(xl.times), 3),
+          "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
+          "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
           "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
           "lookup_method": v.config.lookup_method if v.config.knn_layers else "exact",
           "batch": args.batch, "segment_length": v.config.segment_length,
@@ -317,7 +323,8 @@ def _names(variants: str) -> List[str]:
 
 def side_by_side(peer: List[dict], ours: List[dict]) -> List[dict]:
   """Per variant: tokens/s of the peer and of ours (each lookup method), and ours over
-  the peer's, of the median steps and of the fastest."""
+  the peer's: the peer's step time over ours, of the median steps, of the fastest and
+  paired by round (`step_ratios.ratios`: round i ran step i of both)."""
   lines = []
   for p in peer:
     line = {"bench": "peer_side_by_side", "variant": p["variant"],
@@ -325,9 +332,11 @@ def side_by_side(peer: List[dict], ours: List[dict]) -> List[dict]:
     for o in ours:
       if o["variant"] == p["variant"]:
         tag = f"_{o['lookup_method']}" if o["memory_slots"] else ""
+        speedup = ratios(p["step_times_s"], o["step_times_s"])
         line[f"ours{tag}_tokens_per_s"] = o["tokens_per_s"]
-        line[f"speedup{tag}"] = round(p["step_s"] / o["step_s"], 3)
-        line[f"speedup{tag}_of_best"] = round(min(p["step_times_s"]) / min(o["step_times_s"]), 3)
+        line[f"speedup{tag}"] = speedup["median"]
+        line[f"speedup{tag}_of_best"] = speedup["of_best"]
+        line[f"speedup{tag}_paired"] = speedup["paired"]
     lines.append(line)
   return lines
 
@@ -359,16 +368,16 @@ def benchmark(args) -> None:
         worker.step()
     ours = worker.finish() if worker else []
     worker = None
-    by_name = {v.name: v for v in variants}
-    xl_time, xl_best = statistics.median(by_name["xl"].times), min(by_name["xl"].times)
+    xl = next(v for v in variants if v.name == "xl")
     peer = []
     for v in variants:
       step_s = statistics.median(v.times)
+      to_xl = ratios(v.times, xl.times)
       peer.append({
           "bench": "step_time", "impl": "pytorch_peer", "variant": v.name,
           "tokens_per_s": round(args.batch * SEGMENT / step_s, 1),
-          "step_s": round(step_s, 4), "ratio_to_xl": round(step_s / xl_time, 3),
-          "ratio_to_xl_of_best": round(min(v.times) / xl_best, 3),
+          "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
+          "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
           "memory_slots": v.slots,
           "lookup_method": "faiss_hnsw" if v.slots else "exact",
           "memory_phase": ("free_running" if args.free_running else "full") if v.slots else None,

@@ -12,8 +12,10 @@ Prints one JSON object per variant:
   {"bench": "step_time", "variant", "tokens_per_s", "step_s", "ratio_to_xl",
    "ideal_ratio", ...}
 where ratio_to_xl = step_s / step_s(xl) (medians; ratio_to_xl_of_best compares the
-fastest steps, less sensitive to other processes' load) and ideal_ratio = 1 + (the lookup's
-score-matmul FLOPs, 2 * batch * heads * length * slots * head_dim per kNN layer) /
+fastest steps, less sensitive to other processes' load; ratio_to_xl_paired is the median
+over rounds of the step over the XL step of the same round, see step_ratios.py) and
+ideal_ratio = 1 + (the lookup's score-matmul FLOPs, 2 * batch * heads * length * slots *
+head_dim per kNN layer) /
 (the XL step's FLOPs, from the compiled step's cost_analysis): what the memory
 would cost if the lookup ran at the speed of the model's own matmuls.
 
@@ -40,6 +42,7 @@ import optax  # noqa: E402
 from memorizing_jax import host_memory  # noqa: E402
 from memorizing_jax import memory  # noqa: E402
 from memorizing_jax import model as M  # noqa: E402
+from step_ratios import ratios  # noqa: E402
 
 # 4 layers, d 512, 8 x 64, MLP 2048: its memory share of FLOPs resembles the 200M model's.
 CPU_CONFIG = M.ModelConfig(vocab_size=8192, num_layers=4, d_model=512, num_heads=8,
@@ -182,17 +185,17 @@ def main(argv=None) -> None:
 
   by_name = {v.name: v for v in variants}
   xl = by_name["xl"]
-  xl_time, xl_best = statistics.median(xl.times), min(xl.times)
   xl_flops = xl.flops if xl.flops > 0 else analytic_step_flops(xl.config, batch)
   source = "cost_analysis" if xl.flops > 0 else "analytic"
   for v in variants:
     step_s = statistics.median(v.times)
     memory_flops = lookup_flops(v.config, batch) if v.config.knn_layers else 0.0
+    to_xl = ratios(v.times, xl.times)
     print(json.dumps({
         "bench": "step_time", "variant": v.name,
         "tokens_per_s": round(batch * v.config.segment_length / step_s, 1),
-        "step_s": round(step_s, 4), "ratio_to_xl": round(step_s / xl_time, 3),
-        "ratio_to_xl_of_best": round(min(v.times) / xl_best, 3),
+        "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
+        "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
         "ideal_ratio": round(1.0 + memory_flops / xl_flops, 3),
         "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
         "lookup_flops": memory_flops, "step_flops": v.flops, "xl_step_flops": xl_flops,
