@@ -1,6 +1,7 @@
 """The strided-bin reduction (`memory/binning.py`) against numpy and hand-worked sizes."""
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -9,7 +10,13 @@ from memorizing_jax.memory import binning
 from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
 
 # The reduction compiled whole (its sizes static), as the lookup runs it.
-jit_bin_maxima = jax.jit(binning.bin_maxima, static_argnames=("bins", "block", "pack_members"))
+jit_bin_maxima = jax.jit(binning.bin_maxima,
+                         static_argnames=("bins", "block", "pack_members", "bfloat16_scores"))
+
+
+def round_to_bfloat16(x):
+  """`x` rounded to bfloat16 by ml_dtypes (numpy's bfloat16), back in float32."""
+  return np.asarray(x, dtype=ml_dtypes.bfloat16).astype(np.float32)
 
 
 def test_divisors_are_every_divisor_in_ascending_order():
@@ -66,29 +73,62 @@ def numpy_bin_maxima(queries, keys, num_valid, bins):
 @pytest.mark.parametrize("block", [3, 12])  # below and above the bin count
 # Few queries score whole blocks of entries, more score the keys sliced out.
 @pytest.mark.parametrize("num_queries", [binning.PAIRED_QUERIES - 1, binning.PAIRED_QUERIES + 1])
-def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block, num_queries):
+# bfloat16 scores apply to the keys sliced out only (few queries read whole blocks).
+@pytest.mark.parametrize("bfloat16_scores", [False, True])
+def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block, num_queries,
+                                                             bfloat16_scores):
   rng = np.random.default_rng(block)
   bins, group_start = 6, 1
   keys = rng.normal(size=(5, 24, 4)).astype(np.float32)  # 5 memories of 24 slots
   queries = rng.normal(size=(3, num_queries, 4)).astype(np.float32)  # memories 1, 2, 3
   num_valid = np.array([24, 10, 0], np.int32)  # full, partly filled, empty
-  want, members = numpy_bin_maxima(queries, keys[1:4], num_valid, bins)
+  if bfloat16_scores and num_queries > binning.PAIRED_QUERIES:
+    want, members = numpy_bin_maxima(round_to_bfloat16(queries), round_to_bfloat16(keys[1:4]),
+                                     num_valid, bins)
+  else:
+    want, members = numpy_bin_maxima(queries, keys[1:4], num_valid, bins)
   # The memory's entries: the keys, and values the maxima must not read.
   entries = np.stack([keys, rng.normal(size=keys.shape).astype(np.float32)], axis=2)
   got = jit_bin_maxima(queries, entries, num_valid, bins, block=block, pack_members=False,
-                       group_start=group_start)
+                       group_start=group_start, bfloat16_scores=bfloat16_scores)
   assert got.shape == (3, num_queries, bins) and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert (np.asarray(got)[2] == binning.EMPTY_SCORE).all()
   # Packed, the maxima keep their value to 12 mantissa bits' precision and name their
   # member (4 members: 2 bits).
   packed = jit_bin_maxima(queries, entries, num_valid, bins, block=block, pack_members=True,
-                          group_start=group_start)
+                          group_start=group_start, bfloat16_scores=bfloat16_scores)
   valid = want > binning.EMPTY_SCORE
   np.testing.assert_allclose(np.where(valid, packed, 0), np.where(valid, want, 0),
                              rtol=2**-20, atol=1e-6)
   found = np.asarray(jax.jit(binning.unpack_member, static_argnums=(1, 2))(packed, 24, bins))
   np.testing.assert_array_equal(found[valid], members[valid])
+
+
+def test_bfloat16_key_columns_are_the_keys_transposed_and_rounded():
+  keys = np.random.default_rng(3).normal(size=(2, 10, 4)).astype(np.float32)
+  columns = jax.jit(binning.bfloat16_key_columns)(keys)
+  assert columns.dtype == jnp.bfloat16 and columns.shape == (2, 4, 10)
+  np.testing.assert_array_equal(np.asarray(columns, np.float32),
+                                round_to_bfloat16(keys.transpose(0, 2, 1)))
+
+
+def test_bfloat16_scores_reach_the_cpu_as_a_bfloat16_product():
+  """The compiled selection keeps its score product in bfloat16 (XLA computes a
+  bfloat16 product whose operands it cannot take as they lie in float32)."""
+  entries = np.zeros((1, 4096, 2, 64), np.float32)
+  queries = np.zeros((1, 64, 64), np.float32)
+
+  def products(bfloat16_scores):
+    """The compiled computations whose product takes bfloat16 [64, 2048] key columns
+    (head_dim first) straight from their parameters."""
+    hlo = jit_bin_maxima.lower(queries, entries, np.array([4096], np.int32), 512, block=2048,
+                               pack_members=True,
+                               bfloat16_scores=bfloat16_scores).compile().as_text()
+    return [c for c in hlo.split("\n\n")
+            if "param_1: bf16[64,2048]" in c.split("{")[0] and "dot(%param_0, %param_1)" in c]
+  assert products(True), "no product over the bfloat16 key columns"
+  assert not products(False)
 
 
 def test_bin_maxima_rejects_a_block_not_aligned_with_the_bins():

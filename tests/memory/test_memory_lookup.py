@@ -352,6 +352,30 @@ def test_approximate_select_slots_returns_the_entries_of_its_slots_and_their_exa
   assert (np.asarray(ids)[1] < 40).all()
 
 
+@pytest.mark.parametrize("recall_target,bfloat16_scores", [(0.9, True), (0.93, False)])
+def test_cpu_approximate_selection_scores_in_bfloat16_only_with_recall_to_spare(
+    recall_target, bfloat16_scores):
+  # 8 bins of 2 members, k 2: expected recall 0.9375, so 0.0375 to spare against 0.9
+  # (>= binning.BFLOAT16_RECALL_MARGIN) and 0.0075 against 0.93 (below).
+  assert binning.expected_recall(8, 2) == pytest.approx(0.9375)
+  # Slot s is member s // 8 of bin s % 8. Bin 0's members score 1 + 2**-10 (slot 0)
+  # and 1 (slot 8): apart in float32, equal in bfloat16 (spacing 2**-7 at 1), where the
+  # later member's packed index wins the tie. Bin 1 (slot 1) scores 0.5, the rest -1.
+  keys = np.zeros((1, 1, 16, 4), np.float32)
+  keys[..., 0] = -1.0
+  keys[0, 0, [0, 8, 1], 0] = [1 + 2**-10, 1.0, 0.5]
+  entries = np.stack([keys, np.zeros_like(keys)], axis=3)
+  queries = np.zeros((1, 1, binning.PAIRED_QUERIES + 1, 4), np.float32)
+  queries[..., 0] = 1.0
+  ids, scores, _ = jit_select_slots(entries, np.array([16], np.int32), queries, 2,
+                                    method="approx", recall_target=recall_target, bins=8)
+  first = 8 if bfloat16_scores else 0
+  np.testing.assert_array_equal(np.asarray(ids)[0, 0], [[first, 1]] * queries.shape[2])
+  # The scores are the float32 products with the keys retrieved, whichever they are.
+  np.testing.assert_array_equal(np.asarray(scores)[0, 0],
+                                [[keys[0, 0, first, 0], 0.5]] * queries.shape[2])
+
+
 def test_scores_with_gradient_passes_scores_and_differentiates_as_q_dot_key():
   rng = np.random.default_rng(7)
   queries = rng.normal(size=(1, 2, 3, 4)).astype(np.float32)
