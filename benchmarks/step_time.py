@@ -15,9 +15,8 @@ where ratio_to_xl = step_s / step_s(xl) (medians; ratio_to_xl_of_best compares t
 fastest steps, less sensitive to other processes' load; ratio_to_xl_paired is the median
 over rounds of the step over the XL step of the same round, see step_ratios.py) and
 ideal_ratio = 1 + (the lookup's score-matmul FLOPs, 2 * batch * heads * length * slots *
-head_dim per kNN layer) /
-(the XL step's FLOPs, from the compiled step's cost_analysis): what the memory
-would cost if the lookup ran at the speed of the model's own matmuls.
+head_dim per kNN layer) / (the XL step's FLOPs, from the compiled step's cost_analysis):
+what the memory would cost if the lookup ran at the speed of the model's own matmuls.
 
     .venv/bin/python benchmarks/step_time.py               # CPU default config
     .venv/bin/python benchmarks/step_time.py --paper_200m  # the paper's 200M model

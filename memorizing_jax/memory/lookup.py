@@ -37,7 +37,7 @@ Which is faster (the model's default is "approx"), measured with
   16384      1018        502          512          0.971
   65536      2331       1039          512          0.970
 
-With the bins scored in bfloat16 (below), the same command at 8,192 and 65,536 slots,
+With the bins scored in bfloat16 (above), the same command at 8,192 and 65,536 slots,
 on a slower day of that host: exact 1120 and 3384 ms, approx 429 and 1222 ms, recall
 0.970 and 0.968.
 
