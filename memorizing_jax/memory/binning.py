@@ -58,7 +58,7 @@ MAX_MEMBER_BITS = 12
 # Rounding float32 keys and queries to bfloat16 cost 0.002 of recall: `benchmarks/
 # retrieval.py --slots 8192 65536 --head_dim 64 --batch 4 --heads 8 --queries 512 --k 32`
 # measured 0.970 and 0.968 (512 bins; expected 0.970), against 0.972 and 0.970 in
-# float32 (lookup.py's table).
+# float32 (selection.py's table).
 BFLOAT16_RECALL_MARGIN = 0.01
 
 

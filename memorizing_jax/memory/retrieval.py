@@ -33,8 +33,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from memorizing_jax.memory import binning
 from memorizing_jax.memory.lookup import (NEG_INF, RETRIEVED, LookupResult,
-                                          scores_with_gradient, select_slots, take_rows,
-                                          weigh_part)
+                                          scores_with_gradient, weigh_part)
+from memorizing_jax.memory.selection import select_slots, take_rows
 from memorizing_jax.memory.state import VALUE, MemoryState
 
 

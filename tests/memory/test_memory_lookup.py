@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memorizing_jax import memory
-from memorizing_jax.memory import binning, lookup_lib
+from memorizing_jax.memory import binning, lookup_lib, selection
 from memory_reference import brute_force_top_k, jit_lookup, recall
 
 
@@ -148,7 +148,7 @@ def test_tpu_branch_returns_slots_and_scores_per_query():
   num_valid = np.array([256, 100, 3], np.int32)  # full, partly filled, fewer than k
   # Values 10x the keys score far above them: any value taken would show.
   entries = np.stack([keys, 10 * keys], axis=2)
-  ids, scores = jax.jit(memory.lookup_lib._approx_max_k, static_argnums=(3, 4))(
+  ids, scores = jax.jit(selection._approx_max_k, static_argnums=(3, 4))(
       entries, queries, num_valid, k, 0.95)
   assert ids.shape == scores.shape == (memories, nq, k) and ids.dtype == jnp.int32
   true_scores, true_slots, _ = brute_force_top_k(queries[:, None], keys[:, None], num_valid, k)
@@ -314,7 +314,7 @@ def test_check_lookup_args_accepts_what_lookup_serves_and_names_the_fix_otherwis
 
 
 # select_slots compiled whole, its options static.
-jit_select_slots = jax.jit(lookup_lib.select_slots, static_argnums=3,
+jit_select_slots = jax.jit(selection.select_slots, static_argnums=3,
                            static_argnames=("method", "recall_target", "bins", "block"))
 
 
@@ -404,15 +404,15 @@ def test_take_rows_indexes_each_memory_from_first_memory_on():
   rng = np.random.default_rng(8)
   table = rng.normal(size=(5, 6, 3)).astype(np.float32)  # 5 memories of 6 slots
   slot_ids = rng.integers(0, 6, size=(3, 2, 4)).astype(np.int32)  # memories 2, 3, 4
-  got = jax.jit(lookup_lib.take_rows, static_argnums=2)(table, slot_ids, 2)
+  got = jax.jit(selection.take_rows, static_argnums=2)(table, slot_ids, 2)
   want = np.stack([table[2 + m][slot_ids[m]] for m in range(3)])
   np.testing.assert_array_equal(got, want)
   # One part of each entry ([.., 2, d] rows): the values of memories 2, 3, 4.
   entries = rng.normal(size=(5, 6, 2, 3)).astype(np.float32)
-  got = jax.jit(lookup_lib.take_rows, static_argnums=(2, 3))(entries, slot_ids, 2, memory.VALUE)
+  got = jax.jit(selection.take_rows, static_argnums=(2, 3))(entries, slot_ids, 2, memory.VALUE)
   np.testing.assert_array_equal(got, np.stack([entries[2 + m, slot_ids[m], 1] for m in range(3)]))
   positions = np.arange(12, dtype=np.int32).reshape(2, 6)  # a table without trailing axes
-  np.testing.assert_array_equal(jax.jit(lookup_lib.take_rows)(positions, slot_ids[:2, 0]),
+  np.testing.assert_array_equal(jax.jit(selection.take_rows)(positions, slot_ids[:2, 0]),
                                 [positions[0][slot_ids[0, 0]], positions[1][slot_ids[1, 0]]])
 
 
