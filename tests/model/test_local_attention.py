@@ -1,6 +1,9 @@
 """`add_to_rows`: the shared bias's gradient is the sum of the rows' cotangents;
-`softmax_attend` and its gradient against numpy; and `SelfAttention` over [XL cache;
-segment] against a per-token numpy attention."""
+`softmax_attend` and its gradient against numpy; `local_attention`'s frozen keys
+against autodiff of a plain attention; and `SelfAttention` over [XL cache; segment]
+against a per-token numpy attention."""
+
+import re
 
 import flax.linen as nn
 import jax
@@ -12,7 +15,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from memorizing_jax.model import axes
 from memorizing_jax.model.config import ModelConfig
 from memorizing_jax import memory
-from memorizing_jax.model.local_attention import SelfAttention, add_to_rows, softmax_attend
+from memorizing_jax.model.local_attention import (SelfAttention, add_to_rows, local_attention,
+                                                  softmax_attend)
 from memorizing_jax.model.state import XLCache
 
 from meshes import cpu_mesh  # pylint: disable=g-bad-import-order
@@ -88,6 +92,52 @@ def test_softmax_attend_and_its_gradient_match_numpy():
   half = jax.eval_shape(jax.grad(lambda s, v: softmax_attend(s, v).astype(jnp.float32).sum(),
                                  argnums=(0, 1)), scores, values.astype(jnp.bfloat16))
   assert (half[0].dtype, half[1].dtype) == (jnp.float32, jnp.bfloat16)
+
+
+def plain_attention(queries, keys, values, mask, bias, scale):
+  """softmax(masked scale * q . k + bias) @ v, differentiated by autodiff alone."""
+  scores = jnp.einsum("bhqd,bhkd->bhqk", queries * scale[:, None, None], keys) + bias
+  weights = jax.nn.softmax(jnp.where(mask[:, None], scores, memory.NEG_INF), axis=-1)
+  return jnp.einsum("bhqk,bhkd->bhqd", weights, values)
+
+
+def test_frozen_keys_get_zero_gradient_and_the_others_autodiffs():
+  """The first 3 of 8 keys and values frozen (as the XL cache is): every other
+  gradient is autodiff's with those keys and values behind `stop_gradient`, theirs is
+  0, and the backward pass never multiplies them: no [.., 8, head_dim] product."""
+  rng = np.random.default_rng(5)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  queries, keys, values = normal(2, 2, 6, 4), normal(2, 2, 8, 4), normal(2, 2, 8, 4)
+  mask = rng.random((2, 6, 8)) < 0.7
+  mask[:, :, 0] = True
+  bias, scale, d_out = normal(1, 2, 6, 8), normal(2), normal(2, 2, 6, 4)
+  frozen = 3
+
+  def loss(attention, frozen_keys):
+    def of(q, k, v, b, s):
+      if frozen_keys:
+        return jnp.sum(d_out * attention(q, k, v, mask, b, s, frozen_keys=frozen_keys))
+      thaw = lambda a: jnp.concatenate([jax.lax.stop_gradient(a[:, :, :frozen]),
+                                        a[:, :, frozen:]], axis=2)
+      return jnp.sum(d_out * attention(q, thaw(k), thaw(v), mask, b, s))
+    return jax.jit(jax.value_and_grad(of, argnums=(0, 1, 2, 3, 4)))
+
+  args = (queries, keys, values, bias, scale)
+  got_loss, got = loss(local_attention, frozen)(*args)
+  want_loss, want = loss(plain_attention, 0)(*args)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  assert not np.asarray(got[1])[:, :, :frozen].any() and not np.asarray(got[2])[:, :, :frozen].any()
+  assert np.abs(np.asarray(got[1])[:, :, frozen:]).min() > 0
+
+  def key_products(frozen_keys):
+    of = lambda q, k, v: jnp.sum(local_attention(q, k, v, mask, bias, scale, frozen_keys))
+    hlo = jax.jit(jax.grad(of, argnums=(1, 2))).lower(*args[:3]).compile().as_text()
+    return re.findall(r"f32\[2,2,(\d),4\][^ ]* dot\(", hlo)
+  # (The forward's output is the [2, 2, 6, 4] product.)
+  assert sorted(key_products(frozen)) == ["5", "5", "6"]
+  assert sorted(key_products(0)) == ["6", "8", "8"]
 
 
 # One layer without memory: 2 heads of 3, segments of 4 tokens, the XL cache 4 long.
