@@ -55,7 +55,6 @@ GROUP_QUERIES = 512
 GROUP_ELEMENTS = 1 << 24
 
 
-
 def select_slots(entries: jax.Array, num_valid: jax.Array, queries: jax.Array, k: int, *,
                  method: str, recall_target: float, bins: Optional[int] = None,
                  block: Optional[int] = None
