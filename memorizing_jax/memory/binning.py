@@ -170,13 +170,22 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
       bits, so that the maximum also says which member attained it (see
       `unpack_member`). The maxima are then exact to about 2**-(23 - bits).
     bfloat16_scores: with more than `PAIRED_QUERIES` queries, score bfloat16 keys and
-      queries (accumulated in float32; `bfloat16_key_columns` says why this way), for
-      an approximate selection on CPU. On the 2-core CPU host, the approximate
-      `select_slots` of 4 x 8 memories x 512 queries, head_dim 64, k 32, took 1108-1250
-      ms against 1434-1692 ms in float32 at 65,536 slots (two runs, interleaved), 327
-      against 355 ms at 8,192 (script not kept).
+      queries (accumulated in float32), for an approximate selection on CPU.
   Returns:
     [groups, queries, bins] float32.
+
+  The scores are computed [groups, slots, queries]: the keys, as stored, are the
+  product's left-hand side, and the queries, transposed once (head_dim first), its
+  right. XLA's CPU backend multiplies bfloat16 in bfloat16 (on the 2-core CPU host,
+  whose cores have AVX-512 bfloat16 and AMX instructions, at 2.4-4.4x the float32 rate
+  in four shapes tried) only when the right-hand side's contracted axis comes first in
+  memory; otherwise it converts both sides to float32 first. The maxima are kept
+  [groups, bins, queries] and transposed once at the end. In float32 this layout is
+  faster too. The binned maxima of 32 memories x 512 queries, head_dim 64, 512 bins,
+  blocks of 2,048 slots, on that host (fastest of 7, scratch script): bfloat16 113 ms
+  at 8,192 slots and 583 ms at 65,536, against 143 and 903 ms with the queries on the
+  left and the keys laid out head_dim-first by a product with the identity; float32
+  149 and 1099 ms against 177 and 1333 ms.
   """
   groups, nq, head_dim = queries.shape
   slots = entries.shape[1]
@@ -187,45 +196,44 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
   low_mask = (1 << member_bits) - 1
   valid_limit = num_valid[:, None, None]
   paired = nq <= PAIRED_QUERIES
+  query_columns = jnp.swapaxes(queries, 1, 2)
   if bfloat16_scores and not paired:
-    queries = queries.astype(jnp.bfloat16)
+    query_columns = query_columns.astype(jnp.bfloat16)
 
   def masked(scores, first_slot):
-    """Scores of the slots first_slot, first_slot + 1, ... (last axis): EMPTY_SCORE where
-    not valid, the member index packed in if asked."""
-    slot = first_slot + jnp.arange(scores.shape[-1], dtype=jnp.int32)
-    scores = jnp.where(slot[None, None, :] < valid_limit, scores, EMPTY_SCORE)
+    """Scores [groups, slots, queries] of the slots first_slot, first_slot + 1, ...:
+    EMPTY_SCORE where not valid, the member index packed in if asked."""
+    slot = (first_slot + jnp.arange(scores.shape[1], dtype=jnp.int32))[None, :, None]
+    scores = jnp.where(slot < valid_limit, scores, EMPTY_SCORE)
     if not pack_members:
       return scores
     bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
-    bits = (bits & ~low_mask) | (slot // bins)[None, None, :]
+    bits = (bits & ~low_mask) | (slot // bins)
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
-  def block_maxima(i):
-    start = i * block
+  def block_scores(start):
+    """[groups, block, queries] float32 scores of the block's slots."""
     if paired:  # reading the keys bounds it: read the block whole, in order
       rows = jax.lax.dynamic_slice(entries, (group_start, start, 0, 0),
                                    (groups, block, 2, head_dim)).reshape(groups, 2 * block, head_dim)
-      scores = jnp.einsum("gqd,grd->gqr", queries, rows,
-                          preferred_element_type=jnp.float32)[..., KEY::2]
-    else:
-      key_block = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
-                                        (groups, block, 1, head_dim)).reshape(groups, block,
-                                                                              head_dim)
-      if bfloat16_scores:
-        scores = jnp.einsum("gqd,gds->gqs", queries, bfloat16_key_columns(key_block),
-                            preferred_element_type=jnp.float32)
-      else:
-        scores = jnp.einsum("gqd,gsd->gqs", queries, key_block,
-                            preferred_element_type=jnp.float32)
+      return jnp.einsum("grd,gdq->grq", rows, query_columns,
+                        preferred_element_type=jnp.float32)[:, KEY::2]
+    keys = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
+                                 (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
+    return jnp.einsum("gsd,gdq->gsq", keys.astype(query_columns.dtype), query_columns,
+                      preferred_element_type=jnp.float32)
+
+  def block_maxima(i):
+    start = i * block
+    scores = block_scores(start)
     if block // bins > MAX_SLICES:
-      return masked(scores, start).reshape(groups, nq, block // bins, bins).max(axis=2)
+      return masked(scores, start).reshape(groups, block // bins, bins, nq).max(axis=1)
     if block >= bins:
       # Elementwise maxima of the block's bin-wide slices, each masked (and packed) on
       # its own: XLA fuses it all into one pass over the matmul's output. (Masking the
       # whole block first made that a pass of its own, writing the block out again:
       # 14 ms against 4 ms for 512 queries x 8192 slots x 64 on the 2-core CPU.)
-      parts = [masked(scores[..., j * bins:(j + 1) * bins], start + j * bins)
+      parts = [masked(scores[:, j * bins:(j + 1) * bins], start + j * bins)
                for j in range(block // bins)]
       while len(parts) > 1:
         parts = [jnp.maximum(a, b) for a, b in zip(parts[::2], parts[1::2])] + (
@@ -240,33 +248,12 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
   else:
     def body(i, maxima):
       offset = (i * block) % bins
-      current = jax.lax.dynamic_slice_in_dim(maxima, offset, block, axis=2)
+      current = jax.lax.dynamic_slice_in_dim(maxima, offset, block, axis=1)
       return jax.lax.dynamic_update_slice_in_dim(
-          maxima, jnp.maximum(current, block_maxima(i)), offset, axis=2)
-  init = jnp.full((groups, nq, bins), -jnp.inf, jnp.float32)
+          maxima, jnp.maximum(current, block_maxima(i)), offset, axis=1)
+  init = jnp.full((groups, bins, nq), -jnp.inf, jnp.float32)
   init = like_varying(init, queries, entries, num_valid)
-  return jax.lax.fori_loop(0, num_blocks, body, init)
-
-
-def bfloat16_key_columns(keys: jax.Array) -> jax.Array:
-  """[groups, slots, head_dim] keys -> [groups, head_dim, slots] bfloat16, laid out so.
-
-  XLA's CPU backend keeps a bfloat16 product in bfloat16 (on the 2-core CPU host, whose
-  cores have AVX-512 bfloat16 and AMX instructions, at 2.4-4.4x the float32 rate in four
-  shapes tried) only when the right-hand side's contracted axis comes first in memory;
-  given the keys as stored, with head_dim last, it converts both sides to float32
-  first. A transpose is no help: XLA folds it into the product's axes. So the keys are
-  laid out by a product with the identity (exact: one nonzero term per sum), whose
-  output has the layout asked for. On that host, 512 queries x 8,192 keys x 64 took
-  1.22 ms in bfloat16 with the keys so laid out, 4.38 ms with them as stored, and
-  3.34 ms in float32 (fastest of 9; script not kept).
-  """
-  groups, _, head_dim = keys.shape
-  identity = jnp.broadcast_to(jnp.eye(head_dim, dtype=jnp.float32), (groups, head_dim, head_dim))
-  # dot_general's output is [batch, lhs's free axes, rhs's]: [groups, head_dim, slots].
-  columns = jax.lax.dot_general(identity, keys.astype(jnp.float32), (((2,), (2,)), ((0,), (0,))),
-                                precision=jax.lax.Precision.HIGHEST)
-  return columns.astype(jnp.bfloat16)
+  return jnp.swapaxes(jax.lax.fori_loop(0, num_blocks, body, init), 1, 2)
 
 
 def top_k(scores: jax.Array, k: int) -> Tuple[jax.Array, jax.Array]:

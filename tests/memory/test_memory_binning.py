@@ -105,29 +105,23 @@ def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block, num_queries,
   np.testing.assert_array_equal(found[valid], members[valid])
 
 
-def test_bfloat16_key_columns_are_the_keys_transposed_and_rounded():
-  keys = np.random.default_rng(3).normal(size=(2, 10, 4)).astype(np.float32)
-  columns = jax.jit(binning.bfloat16_key_columns)(keys)
-  assert columns.dtype == jnp.bfloat16 and columns.shape == (2, 4, 10)
-  np.testing.assert_array_equal(np.asarray(columns, np.float32),
-                                round_to_bfloat16(keys.transpose(0, 2, 1)))
-
-
 def test_bfloat16_scores_reach_the_cpu_as_a_bfloat16_product():
-  """The compiled selection keeps its score product in bfloat16 (XLA computes a
-  bfloat16 product whose operands it cannot take as they lie in float32)."""
+  """The compiled selection keeps its score product in bfloat16 (XLA's CPU backend
+  converts a bfloat16 product to float32 unless its right-hand side's contracted axis
+  comes first in memory)."""
   entries = np.zeros((1, 4096, 2, 64), np.float32)
   queries = np.zeros((1, 64, 64), np.float32)
 
   def products(bfloat16_scores):
-    """The compiled computations whose product takes bfloat16 [64, 2048] key columns
-    (head_dim first) straight from their parameters."""
+    """The compiled computations whose product takes the bfloat16 [2048, 64] block of
+    keys and [64, 64] query columns (head_dim first) straight from their parameters."""
     hlo = jit_bin_maxima.lower(queries, entries, np.array([4096], np.int32), 512, block=2048,
                                pack_members=True,
                                bfloat16_scores=bfloat16_scores).compile().as_text()
     return [c for c in hlo.split("\n\n")
-            if "param_1: bf16[64,2048]" in c.split("{")[0] and "dot(%param_0, %param_1)" in c]
-  assert products(True), "no product over the bfloat16 key columns"
+            if "(param_0: bf16[2048,64], param_1: bf16[64,64])" in c.split("{")[0]
+            and "dot(%param_0, %param_1)" in c]
+  assert products(True), "no bfloat16 product of the keys and the query columns"
   assert not products(False)
 
 
