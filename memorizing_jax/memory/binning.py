@@ -174,18 +174,23 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
   Returns:
     [groups, queries, bins] float32.
 
-  The scores are computed [groups, slots, queries]: the keys, as stored, are the
-  product's left-hand side, and the queries, transposed once (head_dim first), its
-  right. XLA's CPU backend multiplies bfloat16 in bfloat16 (on the 2-core CPU host,
-  whose cores have AVX-512 bfloat16 and AMX instructions, at 2.4-4.4x the float32 rate
-  in four shapes tried) only when the right-hand side's contracted axis comes first in
-  memory; otherwise it converts both sides to float32 first. The maxima are kept
-  [groups, bins, queries] and transposed once at the end. In float32 this layout is
-  faster too. The binned maxima of 32 memories x 512 queries, head_dim 64, 512 bins,
-  blocks of 2,048 slots, on that host (fastest of 7, scratch script): bfloat16 113 ms
-  at 8,192 slots and 583 ms at 65,536, against 143 and 903 ms with the queries on the
-  left and the keys laid out head_dim-first by a product with the identity; float32
-  149 and 1099 ms against 177 and 1333 ms.
+  Where a block spans several bins, its scores are computed [groups, slots, queries]:
+  the keys, as stored, are the product's left-hand side, and the queries, transposed
+  once (head_dim first), its right, and the maxima, kept [groups, bins, queries], are
+  transposed once at the end. XLA's CPU backend multiplies bfloat16 in bfloat16 (on
+  the 2-core CPU host, whose cores have AVX-512 bfloat16 and AMX instructions, at
+  2.4-4.4x the float32 rate in four shapes tried) only when the right-hand side's
+  contracted axis comes first in memory; otherwise it converts both sides to float32
+  first. In float32 this layout is faster too. The binned maxima of 32 memories x 512
+  queries, head_dim 64, 512 bins, blocks of 2,048 slots, on that host (fastest of 7,
+  scratch script): bfloat16 113 ms at 8,192 slots and 583 ms at 65,536, against 143
+  and 903 ms with the queries on the left and the keys laid out head_dim-first by a
+  product with the identity; float32 149 and 1099 ms against 177 and 1333 ms. Where
+  a block is one bin or less (the exact lookup's many bins), its scores are the
+  maxima's own slice, and they are computed [groups, queries, slots] as they are
+  kept: transposing the maxima there would move every score once more (the exact
+  lookup over 8,192 one-slot bins took 1,696 ms against 1,099 ms so, in
+  `benchmarks/retrieval.py`'s table shape).
   """
   groups, nq, head_dim = queries.shape
   slots = entries.shape[1]
@@ -196,14 +201,18 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
   low_mask = (1 << member_bits) - 1
   valid_limit = num_valid[:, None, None]
   paired = nq <= PAIRED_QUERIES
+  # Slots first where a block's maxima are a fraction of its scores (see above).
+  slots_first = block > bins
+  slot_axis = 1 if slots_first else 2
   query_columns = jnp.swapaxes(queries, 1, 2)
   if bfloat16_scores and not paired:
-    query_columns = query_columns.astype(jnp.bfloat16)
+    queries, query_columns = queries.astype(jnp.bfloat16), query_columns.astype(jnp.bfloat16)
 
   def masked(scores, first_slot):
-    """Scores [groups, slots, queries] of the slots first_slot, first_slot + 1, ...:
-    EMPTY_SCORE where not valid, the member index packed in if asked."""
-    slot = (first_slot + jnp.arange(scores.shape[1], dtype=jnp.int32))[None, :, None]
+    """The block's scores of the slots first_slot, first_slot + 1, ... (along
+    `slot_axis`): EMPTY_SCORE where not valid, the member index packed in if asked."""
+    slot = first_slot + jnp.arange(scores.shape[slot_axis], dtype=jnp.int32)
+    slot = slot[None, :, None] if slots_first else slot[None, None, :]
     scores = jnp.where(slot < valid_limit, scores, EMPTY_SCORE)
     if not pack_members:
       return scores
@@ -212,28 +221,35 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
   def block_scores(start):
-    """[groups, block, queries] float32 scores of the block's slots."""
+    """The block's float32 scores, [groups, block, queries] if `slots_first`, else
+    [groups, queries, block]."""
     if paired:  # reading the keys bounds it: read the block whole, in order
       rows = jax.lax.dynamic_slice(entries, (group_start, start, 0, 0),
                                    (groups, block, 2, head_dim)).reshape(groups, 2 * block, head_dim)
-      return jnp.einsum("grd,gdq->grq", rows, query_columns,
-                        preferred_element_type=jnp.float32)[:, KEY::2]
+      if slots_first:
+        return jnp.einsum("grd,gdq->grq", rows, query_columns,
+                          preferred_element_type=jnp.float32)[:, KEY::2]
+      return jnp.einsum("gqd,grd->gqr", queries, rows,
+                        preferred_element_type=jnp.float32)[..., KEY::2]
     keys = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
                                  (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
-    return jnp.einsum("gsd,gdq->gsq", keys.astype(query_columns.dtype), query_columns,
-                      preferred_element_type=jnp.float32)
+    keys = keys.astype(queries.dtype)
+    if slots_first:
+      return jnp.einsum("gsd,gdq->gsq", keys, query_columns, preferred_element_type=jnp.float32)
+    return jnp.einsum("gqd,gsd->gqs", queries, keys, preferred_element_type=jnp.float32)
 
   def block_maxima(i):
     start = i * block
     scores = block_scores(start)
-    if block // bins > MAX_SLICES:
+    if block // bins > MAX_SLICES:  # (slots first)
       return masked(scores, start).reshape(groups, block // bins, bins, nq).max(axis=1)
     if block >= bins:
       # Elementwise maxima of the block's bin-wide slices, each masked (and packed) on
       # its own: XLA fuses it all into one pass over the matmul's output. (Masking the
       # whole block first made that a pass of its own, writing the block out again:
       # 14 ms against 4 ms for 512 queries x 8192 slots x 64 on the 2-core CPU.)
-      parts = [masked(scores[:, j * bins:(j + 1) * bins], start + j * bins)
+      parts = [masked(jax.lax.slice_in_dim(scores, j * bins, (j + 1) * bins, axis=slot_axis),
+                      start + j * bins)
                for j in range(block // bins)]
       while len(parts) > 1:
         parts = [jnp.maximum(a, b) for a, b in zip(parts[::2], parts[1::2])] + (
@@ -248,12 +264,14 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
   else:
     def body(i, maxima):
       offset = (i * block) % bins
-      current = jax.lax.dynamic_slice_in_dim(maxima, offset, block, axis=1)
+      current = jax.lax.dynamic_slice_in_dim(maxima, offset, block, axis=slot_axis)
       return jax.lax.dynamic_update_slice_in_dim(
-          maxima, jnp.maximum(current, block_maxima(i)), offset, axis=1)
-  init = jnp.full((groups, bins, nq), -jnp.inf, jnp.float32)
+          maxima, jnp.maximum(current, block_maxima(i)), offset, axis=slot_axis)
+  init = jnp.full((groups, bins, nq) if slots_first else (groups, nq, bins), -jnp.inf,
+                  jnp.float32)
   init = like_varying(init, queries, entries, num_valid)
-  return jnp.swapaxes(jax.lax.fori_loop(0, num_blocks, body, init), 1, 2)
+  maxima = jax.lax.fori_loop(0, num_blocks, body, init)
+  return jnp.swapaxes(maxima, 1, 2) if slots_first else maxima
 
 
 def top_k(scores: jax.Array, k: int) -> Tuple[jax.Array, jax.Array]:

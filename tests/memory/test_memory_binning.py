@@ -70,7 +70,7 @@ def numpy_bin_maxima(queries, keys, num_valid, bins):
   return by_member.max(axis=2), by_member.argmax(axis=2)
 
 
-@pytest.mark.parametrize("block", [3, 12])  # below and above the bin count
+@pytest.mark.parametrize("block", [3, 6, 12])  # below, at and above the bin count
 # Few queries score whole blocks of entries, more score the keys sliced out.
 @pytest.mark.parametrize("num_queries", [binning.PAIRED_QUERIES - 1, binning.PAIRED_QUERIES + 1])
 # bfloat16 scores apply to the keys sliced out only (few queries read whole blocks).
@@ -103,6 +103,23 @@ def test_bin_maxima_equals_numpy_maxima_of_the_masked_scores(block, num_queries,
                              rtol=2**-20, atol=1e-6)
   found = np.asarray(jax.jit(binning.unpack_member, static_argnums=(1, 2))(packed, 24, bins))
   np.testing.assert_array_equal(found[valid], members[valid])
+
+
+def test_bin_maxima_of_a_block_of_more_bins_than_unrolled_equal_numpy_maxima():
+  """A block of more than MAX_SLICES bin-wide slices is reduced by a reshape."""
+  rng = np.random.default_rng(5)
+  bins = 2
+  slots = bins * (binning.MAX_SLICES + 2)
+  keys = rng.normal(size=(2, slots, 4)).astype(np.float32)
+  queries = rng.normal(size=(2, binning.PAIRED_QUERIES + 1, 4)).astype(np.float32)
+  num_valid = np.array([slots, 101], np.int32)
+  entries = np.stack([keys, rng.normal(size=keys.shape).astype(np.float32)], axis=2)
+  want, members = numpy_bin_maxima(queries, keys, num_valid, bins)
+  got = jit_bin_maxima(queries, entries, num_valid, bins, block=slots, pack_members=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  packed = jit_bin_maxima(queries, entries, num_valid, bins, block=slots, pack_members=True)
+  found = jax.jit(binning.unpack_member, static_argnums=(1, 2))(packed, slots, bins)
+  np.testing.assert_array_equal(found, members)
 
 
 def test_bfloat16_scores_reach_the_cpu_as_a_bfloat16_product():
