@@ -226,17 +226,16 @@ def bin_maxima(queries: jax.Array, entries: jax.Array, num_valid: jax.Array, bin
     if paired:  # reading the keys bounds it: read the block whole, in order
       rows = jax.lax.dynamic_slice(entries, (group_start, start, 0, 0),
                                    (groups, block, 2, head_dim)).reshape(groups, 2 * block, head_dim)
-      if slots_first:
-        return jnp.einsum("grd,gdq->grq", rows, query_columns,
-                          preferred_element_type=jnp.float32)[:, KEY::2]
-      return jnp.einsum("gqd,grd->gqr", queries, rows,
-                        preferred_element_type=jnp.float32)[..., KEY::2]
-    keys = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
-                                 (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
-    keys = keys.astype(queries.dtype)
+    else:
+      rows = jax.lax.dynamic_slice(entries, (group_start, start, KEY, 0),
+                                   (groups, block, 1, head_dim)).reshape(groups, block, head_dim)
+      rows = rows.astype(queries.dtype)
     if slots_first:
-      return jnp.einsum("gsd,gdq->gsq", keys, query_columns, preferred_element_type=jnp.float32)
-    return jnp.einsum("gqd,gsd->gqs", queries, keys, preferred_element_type=jnp.float32)
+      scores = jnp.einsum("gsd,gdq->gsq", rows, query_columns, preferred_element_type=jnp.float32)
+    else:
+      scores = jnp.einsum("gqd,gsd->gqs", queries, rows, preferred_element_type=jnp.float32)
+    # Read whole, every other row is a value: keep the keys' scores.
+    return jax.lax.slice_in_dim(scores, KEY, None, 2, axis=slot_axis) if paired else scores
 
   def block_maxima(i):
     start = i * block
