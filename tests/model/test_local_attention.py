@@ -117,9 +117,9 @@ def test_frozen_keys_get_zero_gradient_and_the_others_autodiffs():
     def of(q, k, v, b, s):
       if frozen_keys:
         return jnp.sum(d_out * attention(q, k, v, mask, b, s, frozen_keys=frozen_keys))
-      thaw = lambda a: jnp.concatenate([jax.lax.stop_gradient(a[:, :, :frozen]),
-                                        a[:, :, frozen:]], axis=2)
-      return jnp.sum(d_out * attention(q, thaw(k), thaw(v), mask, b, s))
+      freeze = lambda a: jnp.concatenate([jax.lax.stop_gradient(a[:, :, :frozen]),
+                                          a[:, :, frozen:]], axis=2)
+      return jnp.sum(d_out * attention(q, freeze(k), freeze(v), mask, b, s))
     return jax.jit(jax.value_and_grad(of, argnums=(0, 1, 2, 3, 4)))
 
   args = (queries, keys, values, bias, scale)
