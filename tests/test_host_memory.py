@@ -1,6 +1,8 @@
 """`host_memory`: after `reuse_freed_memory`, a large buffer freed and allocated again by a
 worker thread (as XLA's CPU runtime does each step) faults in no new pages; without it,
-every page again. Each case runs in its own process: the settings are process-wide."""
+every page again. So does a buffer of more than 2 GiB freed at the heap's top, which
+glibc gives back to the system above its trim threshold. Each case runs in its own
+process: the settings are process-wide."""
 import os
 import subprocess
 import sys
@@ -9,35 +11,49 @@ import pytest
 
 from memorizing_jax import host_memory
 
-# Allocates (posix_memalign, as XLA's CPU runtime does), writes and frees a 256 MiB
-# buffer twice on a worker thread; prints the page faults of the second time
-# (`getrusage`, the kernel's count).
+# Allocates, writes and frees a buffer of argv[2] bytes twice: on a worker thread with
+# posix_memalign, as XLA's CPU runtime does (argv[3] "thread"), or with malloc on the main
+# thread, where nothing is allocated after it, so that it lies at the heap's top
+# ("main"). Prints the page faults of the second time (`getrusage`, the kernel's count).
 _REALLOCATE = """
 import ctypes, resource, sys, threading
 from memorizing_jax import host_memory
 applied = host_memory.reuse_freed_memory() if sys.argv[1] == "reuse" else False
 libc = ctypes.CDLL("libc.so.6")
-size = 1 << 28
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = int(sys.argv[2])
 faults = []
 def step():
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  pointer = ctypes.c_void_p()
-  assert libc.posix_memalign(ctypes.byref(pointer), 64, ctypes.c_size_t(size)) == 0
+  if sys.argv[3] == "thread":
+    pointer = ctypes.c_void_p()
+    assert libc.posix_memalign(ctypes.byref(pointer), 64, ctypes.c_size_t(size)) == 0
+    pointer = pointer.value
+  else:
+    pointer = libc.malloc(size)
   ctypes.memset(pointer, 1, size)
   libc.free(pointer)
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 for _ in range(2):
-  worker = threading.Thread(target=step)
-  worker.start()
-  worker.join()
+  if sys.argv[3] == "thread":
+    worker = threading.Thread(target=step)
+    worker.start()
+    worker.join()
+  else:
+    step()
 print(applied, faults[1])
 """
-PAGES = (1 << 28) // 4096  # pages of the buffer
+SIZE = 1 << 28  # 256 MiB
+# Past the 2 GiB (2**31 - 1) trim threshold that `reuse_freed_memory` first set, with
+# which glibc gave this buffer back to the system when it was freed.
+LARGE_SIZE = (1 << 31) + (1 << 28)
 
 
-def _second_time_faults(mode: str):
-  done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True,
-                        text=True, timeout=120, check=True)
+def _second_time_faults(mode: str, size: int = SIZE, thread: str = "thread"):
+  done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode, str(size), thread],
+                        capture_output=True, text=True, timeout=120, check=True)
   applied, faults = done.stdout.split()
   return applied == "True", int(faults)
 
@@ -49,10 +65,17 @@ def test_a_freed_buffer_is_reused_without_faulting_its_pages_again():
   # runs after; the cause was not found.
   runs = [_second_time_faults("reuse") for _ in range(3)]
   assert all(applied for applied, _ in runs)
-  assert min(faults for _, faults in runs) < 0.01 * PAGES
+  assert min(faults for _, faults in runs) < 0.01 * SIZE / 4096
   applied, faults = _second_time_faults("default")
   assert not applied
-  assert faults > 0.9 * PAGES  # glibc unmapped it: every page faults again
+  assert faults > 0.9 * SIZE / 4096  # glibc unmapped it: every page faults again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_freed_buffer_past_2_gib_at_the_heap_top_is_kept():
+  applied, faults = _second_time_faults("reuse", LARGE_SIZE, "main")
+  assert applied
+  assert faults < 0.01 * LARGE_SIZE / 4096
 
 
 @pytest.mark.parametrize("platforms, cpu_only", [("cpu", True), ("tpu", False),
