@@ -17,6 +17,9 @@ over rounds of the step over the XL step of the same round, see step_ratios.py) 
 ideal_ratio = 1 + (the lookup's score-matmul FLOPs, 2 * batch * heads * length * slots *
 head_dim per kNN layer) / (the XL step's FLOPs, from the compiled step's cost_analysis):
 what the memory would cost if the lookup ran at the speed of the model's own matmuls.
+step_page_faults counts each timed step's page faults (`getrusage`): a step that faulted
+in hundreds of thousands of pages paid for them in system time (see
+memorizing_jax/host_memory.py), not in its own work.
 
     .venv/bin/python benchmarks/step_time.py               # CPU default config
     .venv/bin/python benchmarks/step_time.py --paper_200m  # the paper's 200M model
@@ -27,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -126,6 +130,7 @@ class Variant:
   carry: tuple  # (params, opt_state, model_state)
   flops: float
   times: list
+  page_faults: list = dataclasses.field(default_factory=list)  # of every step run
 
 
 def build_variant(name: str, config: M.ModelConfig, batch: int, tokens, targets, sos
@@ -141,10 +146,13 @@ def build_variant(name: str, config: M.ModelConfig, batch: int, tokens, targets,
 
 
 def run_step(variant: Variant, tokens, targets, sos) -> float:
+  """One step; returns its seconds and appends its page faults to variant.page_faults."""
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   start = time.perf_counter()
   params, opt_state, state, loss = variant.step(*variant.carry, tokens, targets, sos)
   jax.block_until_ready((params, opt_state, state, loss))
   elapsed = time.perf_counter() - start
+  variant.page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
   variant.carry = (params, opt_state, state)
   return elapsed
 
@@ -203,6 +211,7 @@ def main(argv=None) -> None:
         "batch": batch, "segment_length": v.config.segment_length,
         "layers": v.config.num_layers, "d_model": v.config.d_model,
         "step_times_s": [round(t, 4) for t in v.times],
+        "step_page_faults": v.page_faults[-len(v.times):],
         "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
     }), flush=True)
 
