@@ -99,6 +99,7 @@ Quirks of the peer that shape the figures (file:line in the installed 0.4.1 pack
     .venv-peer/bin/python benchmarks/peer_pytorch.py       # the peer alone
     .venv-peer/bin/python benchmarks/peer_pytorch.py --lockstep .venv/bin/python
     .venv-peer/bin/python benchmarks/peer_pytorch.py --check_quirks
+    python3 benchmarks/peer_pytorch.py --device cuda --lockstep python3  # one Python with both
 """
 from __future__ import annotations
 
@@ -195,12 +196,13 @@ class Variant:
   searched: List[int] = dataclasses.field(default_factory=list)
 
 
-def build_variant(name: str, batch: int, memory_dir: str, rng: np.random.Generator) -> Variant:
+def build_variant(name: str, batch: int, memory_dir: str, rng: np.random.Generator,
+                  device: "torch.device") -> Variant:
   torch.manual_seed(0)
   options = dict(VARIANTS[name])
   slots = options.pop("max_knn_memories", 0)
   model = MemorizingTransformer(**SHAPE, **options, max_knn_memories=max(slots, 1),
-                                knn_memories_directory=f"{memory_dir}/{name}")
+                                knn_memories_directory=f"{memory_dir}/{name}").to(device)
   optimizer = torch.optim.Adafactor(model.parameters(), lr=1e-3)
   memories = model.create_knn_memories(batch_size=batch)
   for memory in memories:
@@ -223,6 +225,8 @@ def run_step(variant: Variant, tokens: torch.Tensor, labels: torch.Tensor,
   loss.backward()
   variant.optimizer.step()
   variant.optimizer.zero_grad(set_to_none=True)
+  if tokens.device.type == "cuda":  # the step's kernels run asynchronously
+    torch.cuda.synchronize(tokens.device)
   elapsed = time.perf_counter() - start
   variant.searched.append(searched)
   return elapsed
@@ -344,13 +348,14 @@ def side_by_side(peer: List[dict], ours: List[dict]) -> List[dict]:
 def benchmark(args) -> None:
   names = _names(args.variants)
   rng = np.random.default_rng(0)
+  device = torch.device(args.device)
   data = torch.from_numpy(rng.integers(0, SHAPE["num_tokens"], (args.batch, SEGMENT + 1)))
-  tokens, labels = data[:, :-1], data[:, 1:]
+  tokens, labels = data[:, :-1].to(device), data[:, 1:].to(device)
   memory_dir = tempfile.mkdtemp(prefix="peer_knn_")
   worker = None
   try:
     start = time.perf_counter()
-    variants = [build_variant(n, args.batch, memory_dir, rng) for n in names]
+    variants = [build_variant(n, args.batch, memory_dir, rng, device) for n in names]
     fill_s = time.perf_counter() - start
     restore = not args.free_running
     for v in variants:  # the first carries no XL memory in: nothing is written to the kNN memory
@@ -385,7 +390,9 @@ def benchmark(args) -> None:
           "batch": args.batch, "segment_length": SEGMENT, "layers": SHAPE["depth"],
           "d_model": SHAPE["dim"], "params": sum(p.numel() for p in v.model.parameters()),
           "step_times_s": [round(t, 4) for t in v.times], "fill_s_all_variants": round(fill_s, 1),
-          "device": platform.processor() or platform.machine(), "backend": "torch-cpu-eager",
+          "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else platform.processor() or platform.machine()),
+          "backend": f"torch-{device.type}-eager",
           "torch": torch.__version__, "faiss": faiss.__version__,
           "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads(),
           "lockstep": bool(args.lockstep),
@@ -456,6 +463,9 @@ def main(argv=None) -> None:
   parser.add_argument("--variants", default="xl,xl_mem8k,xl_mem65k",
                       help=f"comma-separated, of {','.join(VARIANTS)}")
   parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--device", default="cpu",
+                      help="torch device of the peer's model, e.g. cuda (its faiss index and "
+                           "memmap stay on the host, as the peer keeps them)")
   parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
   parser.add_argument("--free_running", action="store_true",
