@@ -1,7 +1,7 @@
 """`host_memory`: after `reuse_freed_memory`, a large buffer freed and allocated again by a
 worker thread (as XLA's CPU runtime does each step) faults in no new pages; without it,
-every page again. So does a buffer of more than 2 GiB freed at the heap's top, which
-glibc gives back to the system above its trim threshold. Each case runs in its own
+every page again. Nor does a buffer of more than 2 GiB freed at the heap's top, which
+glibc gives back to the system past its trim threshold. Each case runs in its own
 process: the settings are process-wide."""
 import os
 import subprocess
