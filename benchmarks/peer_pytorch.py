@@ -8,7 +8,8 @@ model as it allows, and prints one JSON object per variant that joins with
 step_time.py's lines on ("bench", "variant"):
 
   {"bench": "step_time", "impl": "pytorch_peer", "variant", "tokens_per_s", "step_s",
-   "ratio_to_xl", "ratio_to_xl_of_best", "ratio_to_xl_paired", "memory_slots",
+   "ratio_to_xl", "ratio_to_xl_of_best", "ratio_to_xl_paired", "ratio_to_xl_paired_ci95",
+   "memory_slots",
    "lookup_method", "batch", "segment_length", "layers", "d_model", "step_times_s",
    "index_entries_searched", ...}
 
@@ -25,10 +26,10 @@ the two processes take turns, one round of steps each (alternating who goes firs
 neither runs while the other does and the machine's changing load falls on both
 alike. Ours then print step_time.py's lines with "impl": "memorizing_jax", and one
 {"bench": "peer_side_by_side", "variant", "peer_tokens_per_s", "ours_<method>_tokens_per_s",
-"speedup_<method>", "speedup_<method>_of_best", "speedup_<method>_paired"} line per
-variant, speedup being the peer's step time over ours (medians; `_of_best`: fastest
-steps; `_paired`: the median over rounds of the two steps of one round, see
-step_ratios.py).
+"speedup_<method>", "speedup_<method>_of_best", "speedup_<method>_paired",
+"speedup_<method>_paired_ci95"} line per variant, speedup being the peer's step time
+over ours (medians; `_of_best`: fastest steps; `_paired`: the median over rounds of the
+two steps of one round, `_paired_ci95` a 95% interval for it; see step_ratios.py).
 
 The same shape: 4 layers, d_model 512, 8 query heads x 64, MLP 2048 (`ff_mult=4`, GELU),
 vocab 8192, segments of 512, batch 4, k = 32 retrieved memories
@@ -311,6 +312,7 @@ def jax_worker(args) -> None:
           "tokens_per_s": round(args.batch * v.config.segment_length / step_s, 1),
           "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
           "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
+          "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
           "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
           "lookup_method": v.config.lookup_method if v.config.knn_layers else "exact",
           "batch": args.batch, "segment_length": v.config.segment_length,
@@ -341,6 +343,7 @@ def side_by_side(peer: List[dict], ours: List[dict]) -> List[dict]:
         line[f"speedup{tag}"] = speedup["median"]
         line[f"speedup{tag}_of_best"] = speedup["of_best"]
         line[f"speedup{tag}_paired"] = speedup["paired"]
+        line[f"speedup{tag}_paired_ci95"] = speedup["paired_ci95"]
     lines.append(line)
   return lines
 
@@ -383,6 +386,7 @@ def benchmark(args) -> None:
           "tokens_per_s": round(args.batch * SEGMENT / step_s, 1),
           "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
           "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
+          "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
           "memory_slots": v.slots,
           "lookup_method": "faiss_hnsw" if v.slots else "exact",
           "memory_phase": ("free_running" if args.free_running else "full") if v.slots else None,

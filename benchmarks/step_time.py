@@ -13,7 +13,9 @@ Prints one JSON object per variant:
    "ideal_ratio", ...}
 where ratio_to_xl = step_s / step_s(xl) (medians; ratio_to_xl_of_best compares the
 fastest steps, less sensitive to other processes' load; ratio_to_xl_paired is the median
-over rounds of the step over the XL step of the same round, see step_ratios.py) and
+over rounds of the step over the XL step of the same round, and ratio_to_xl_paired_ci95
+an interval holding that median's true value with 95% probability, from 6 repeats on:
+see step_ratios.py) and
 ideal_ratio = 1 + (the lookup's score-matmul FLOPs, 2 * batch * heads * length * slots *
 head_dim per kNN layer) / (the XL step's FLOPs, from the compiled step's cost_analysis):
 what the memory would cost if the lookup ran at the speed of the model's own matmuls.
@@ -203,6 +205,7 @@ def main(argv=None) -> None:
         "tokens_per_s": round(batch * v.config.segment_length / step_s, 1),
         "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
         "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
+        "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
         "ideal_ratio": round(1.0 + memory_flops / xl_flops, 3),
         "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
         "lookup_flops": memory_flops, "step_flops": v.flops, "xl_step_flops": xl_flops,
