@@ -46,7 +46,7 @@ import re
 import statistics
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -251,13 +251,20 @@ def read_trace(logdir: str) -> tuple:
   return ops, sorted(steps)
 
 
-def compile_step(variant, options: Dict[str, str], *batch):
+def xla_option(text: str) -> Tuple[str, Union[str, bool]]:
+  """"KEY=VALUE" -> (KEY, VALUE); "true" and "false" become bools, which XLA's boolean
+  options take (it refuses the strings)."""
+  key, value = text.split("=", 1)
+  return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def compile_step(variant, options: Dict[str, Union[str, bool]], *batch):
   """The variant's step compiled (with these XLA options), callable like the jitted one."""
   lowered = variant.step.lower(*variant.carry, *batch)
   return lowered.compile(compiler_options=options) if options else lowered.compile()
 
 
-def compare_options(args, config, options: Dict[str, str], tokens, targets, sos) -> None:
+def compare_options(args, config, options: Dict[str, Union[str, bool]], tokens, targets, sos) -> None:
   """Times the step compiled without and with `options`, steps interleaved."""
   runs = {}
   for name, opts in (("default", {}), ("with_options", options)):
@@ -294,7 +301,8 @@ def main(argv=None) -> None:
   parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temp dir)")
   parser.add_argument("--xla_option", action="append", default=[], metavar="KEY=VALUE",
                       help="an XLA compiler option for the step, e.g. xla_cpu_experimental_"
-                           "ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT (repeatable)")
+                           "ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT or xla_cpu_enable_fast_"
+                           "min_max=true (repeatable)")
   parser.add_argument("--ab_steps", type=int, default=0,
                       help="instead of tracing: time this many steps compiled with and "
                            "without the --xla_option's, interleaved")
@@ -308,7 +316,7 @@ def main(argv=None) -> None:
                             config.vocab_size)
   tokens, targets = data[:, :-1], data[:, 1:]
   sos = jnp.zeros((args.batch,), bool)
-  options = dict(option.split("=", 1) for option in args.xla_option)
+  options = dict(xla_option(option) for option in args.xla_option)
   if args.ab_steps:
     compare_options(args, config, options, tokens, targets, sos)
     return
