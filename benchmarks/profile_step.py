@@ -264,7 +264,8 @@ def compile_step(variant, options: Dict[str, Union[str, bool]], *batch):
   return lowered.compile(compiler_options=options) if options else lowered.compile()
 
 
-def compare_options(args, config, options: Dict[str, Union[str, bool]], tokens, targets, sos) -> None:
+def compare_options(args, config, options: Dict[str, Union[str, bool]], tokens, targets,
+                    sos) -> None:
   """Times the step compiled without and with `options`, steps interleaved."""
   runs = {}
   for name, opts in (("default", {}), ("with_options", options)):

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 def ratios(times: Sequence[float], reference: Sequence[float]) -> Dict[str, object]:
   """{"median", "of_best", "paired", "paired_ci95"} of `times` over `reference` (see the
-  module docstring), rounded to 3 decimals; "paired_ci95" is [low, high], or None
+  module docstring), rounded to 3 decimals; "paired_ci95" is (low, high), or None
   with fewer than 6 rounds. Both series hold one step per round, the same rounds."""
   if len(times) != len(reference) or not times:
     raise ValueError(f"need the same number (at least 1) of steps in both series, got "
@@ -41,7 +41,7 @@ def ratios(times: Sequence[float], reference: Sequence[float]) -> Dict[str, obje
 
 def median_interval(values: Sequence[float], confidence: float = 0.95
                     ) -> Optional[Tuple[float, float]]:
-  """[low, high] (rounded to 3 decimals) holding the median of the distribution that
+  """(low, high), rounded to 3 decimals, holding the median of the distribution that
   `values` are independent draws of with probability >= `confidence` (the sign-test
   interval, see the module docstring), or None where n values are too few."""
   n = len(values)
