@@ -119,7 +119,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from step_ratios import ratios  # this directory: the script's own
+from step_ratios import ratio_fields  # this directory: the script's own
 
 try:
   import faiss
@@ -307,12 +307,9 @@ def jax_worker(args) -> None:
   xl = next(v for v in variants if v.name == "xl")
   for v in variants:
     step_s = statistics.median(v.times)
-    to_xl = ratios(v.times, xl.times)
     send({"bench": "step_time", "impl": "memorizing_jax", "variant": v.name,
           "tokens_per_s": round(args.batch * v.config.segment_length / step_s, 1),
-          "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
-          "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
-          "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
+          "step_s": round(step_s, 4), **ratio_fields("ratio_to_xl", v.times, xl.times),
           "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
           "lookup_method": v.config.lookup_method if v.config.knn_layers else "exact",
           "batch": args.batch, "segment_length": v.config.segment_length,
@@ -338,12 +335,8 @@ def side_by_side(peer: List[dict], ours: List[dict]) -> List[dict]:
     for o in ours:
       if o["variant"] == p["variant"]:
         tag = f"_{o['lookup_method']}" if o["memory_slots"] else ""
-        speedup = ratios(p["step_times_s"], o["step_times_s"])
         line[f"ours{tag}_tokens_per_s"] = o["tokens_per_s"]
-        line[f"speedup{tag}"] = speedup["median"]
-        line[f"speedup{tag}_of_best"] = speedup["of_best"]
-        line[f"speedup{tag}_paired"] = speedup["paired"]
-        line[f"speedup{tag}_paired_ci95"] = speedup["paired_ci95"]
+        line.update(ratio_fields(f"speedup{tag}", p["step_times_s"], o["step_times_s"]))
     lines.append(line)
   return lines
 
@@ -380,13 +373,10 @@ def benchmark(args) -> None:
     peer = []
     for v in variants:
       step_s = statistics.median(v.times)
-      to_xl = ratios(v.times, xl.times)
       peer.append({
           "bench": "step_time", "impl": "pytorch_peer", "variant": v.name,
           "tokens_per_s": round(args.batch * SEGMENT / step_s, 1),
-          "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
-          "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
-          "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
+          "step_s": round(step_s, 4), **ratio_fields("ratio_to_xl", v.times, xl.times),
           "memory_slots": v.slots,
           "lookup_method": "faiss_hnsw" if v.slots else "exact",
           "memory_phase": ("free_running" if args.free_running else "full") if v.slots else None,

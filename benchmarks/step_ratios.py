@@ -31,12 +31,22 @@ def ratios(times: Sequence[float], reference: Sequence[float]) -> Dict[str, obje
   if len(times) != len(reference) or not times:
     raise ValueError(f"need the same number (at least 1) of steps in both series, got "
                      f"{len(times)} and {len(reference)}")
+  per_round = [t / r for t, r in zip(times, reference)]
   return {
       "median": round(statistics.median(times) / statistics.median(reference), 3),
       "of_best": round(min(times) / min(reference), 3),
-      "paired": round(statistics.median(t / r for t, r in zip(times, reference)), 3),
-      "paired_ci95": median_interval([t / r for t, r in zip(times, reference)]),
+      "paired": round(statistics.median(per_round), 3),
+      "paired_ci95": median_interval(per_round),
   }
+
+
+def ratio_fields(name: str, times: Sequence[float], reference: Sequence[float]
+                 ) -> Dict[str, object]:
+  """`ratios` as a benchmark line's fields: {name: median, name + "_of_best",
+  name + "_paired", name + "_paired_ci95"}, e.g. name "ratio_to_xl"."""
+  summary = ratios(times, reference)
+  return {name if kind == "median" else f"{name}_{kind}": value
+          for kind, value in summary.items()}
 
 
 def median_interval(values: Sequence[float], confidence: float = 0.95

@@ -47,7 +47,7 @@ import optax  # noqa: E402
 from memorizing_jax import host_memory  # noqa: E402
 from memorizing_jax import memory  # noqa: E402
 from memorizing_jax import model as M  # noqa: E402
-from step_ratios import ratios  # noqa: E402
+from step_ratios import ratio_fields  # noqa: E402
 
 # 4 layers, d 512, 8 x 64, MLP 2048: its memory share of FLOPs resembles the 200M model's.
 CPU_CONFIG = M.ModelConfig(vocab_size=8192, num_layers=4, d_model=512, num_heads=8,
@@ -199,13 +199,10 @@ def main(argv=None) -> None:
   for v in variants:
     step_s = statistics.median(v.times)
     memory_flops = lookup_flops(v.config, batch) if v.config.knn_layers else 0.0
-    to_xl = ratios(v.times, xl.times)
     print(json.dumps({
         "bench": "step_time", "variant": v.name,
         "tokens_per_s": round(batch * v.config.segment_length / step_s, 1),
-        "step_s": round(step_s, 4), "ratio_to_xl": to_xl["median"],
-        "ratio_to_xl_of_best": to_xl["of_best"], "ratio_to_xl_paired": to_xl["paired"],
-        "ratio_to_xl_paired_ci95": to_xl["paired_ci95"],
+        "step_s": round(step_s, 4), **ratio_fields("ratio_to_xl", v.times, xl.times),
         "ideal_ratio": round(1.0 + memory_flops / xl_flops, 3),
         "memory_slots": v.config.memory_slots if v.config.knn_layers else 0,
         "lookup_flops": memory_flops, "step_flops": v.flops, "xl_step_flops": xl_flops,

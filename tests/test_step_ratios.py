@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 
-from step_ratios import median_interval, ratios  # noqa: E402
+from step_ratios import median_interval, ratio_fields, ratios  # noqa: E402
 
 
 def test_ratios_by_hand():
@@ -19,6 +19,13 @@ def test_ratios_by_hand():
                                       "of_best": 2.0,       # 2 / 1
                                       "paired": 2.0,        # median(2, 2, 0.75)
                                       "paired_ci95": None}  # 3 rounds are too few
+
+
+def test_ratio_fields_name_each_summary():
+  times, reference = [2.0, 4.0, 3.0], [1.0, 2.0, 4.0]
+  assert ratio_fields("ratio_to_xl", times, reference) == {
+      "ratio_to_xl": 1.5, "ratio_to_xl_of_best": 2.0, "ratio_to_xl_paired": 2.0,
+      "ratio_to_xl_paired_ci95": None}
 
 
 def test_ratios_need_the_same_rounds():
